@@ -1,6 +1,22 @@
-//! gort: Go's goroutine scheduler (the G/M/P model) for Rust and C programs.
+//! gort: Go's goroutine scheduler (the G/M/P model) for Rust and C programs on Linux.
 //!
-//! (Crate essay: see README.md and ../DESIGN; filled in as subsystems land.)
+//! Goroutines are stackful green threads on small, demand-paged, guarded stacks. They are run
+//! by Ms (OS threads), each holding one of GOMAXPROCS Ps (scheduling contexts with lock-free
+//! local run queues); idle Ms steal work from busy Ps. A goroutine that blocks (on `join`, and
+//! on the channels, locks and timers built on the same park/ready primitive) parks and frees
+//! its thread for other goroutines.
+//!
+//! ```
+//! let total = gort::run(|| {
+//!     let handles: Vec<_> = (0..100u64).map(|i| gort::go(move || i)).collect();
+//!     handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+//! });
+//! assert_eq!(total, 4950);
+//! ```
+//!
+//! Layout: `arch` (context switch, with the assembly in `asm/`), `stack` (mmap'd stacks),
+//! `sched` (G, M, P, run queues, the scheduler loop, parking), `runtime` (configuration,
+//! default runtime, shutdown), `stats`. See DESIGN.md for the architecture.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -14,6 +30,164 @@ pub(crate) mod loom;
 #[cfg(not(loom))]
 pub(crate) mod arch;
 #[cfg(not(loom))]
-pub(crate) mod stack;
-
+mod runtime;
 pub(crate) mod sched;
+#[cfg(not(loom))]
+pub(crate) mod stack;
+#[cfg(not(loom))]
+mod stats;
+
+#[cfg(not(loom))]
+pub use api::*;
+
+#[cfg(not(loom))]
+mod api {
+    pub use crate::runtime::{Preempt, Runtime, RuntimeBuilder};
+    pub use crate::sched::task::{Abandoned, JoinHandle};
+    pub use crate::stats::Stats;
+
+    use crate::runtime::{default_runtime, spawn_on, with_current};
+    use crate::sched::m::current_g;
+    use std::io;
+
+    /// Run `f` as a goroutine on the default runtime and wait for its result.
+    ///
+    /// The default runtime is configured from the environment (`GOMAXPROCS`, `GORT_*`; see
+    /// [`RuntimeBuilder`]) and created on first use; a malformed variable makes this panic
+    /// with a message naming it. A panic in `f` resumes in the caller.
+    pub fn run<F, T>(f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        default_runtime().block_on(f)
+    }
+
+    /// Spawn a goroutine: on the calling goroutine's runtime, or on the default runtime when
+    /// called from a plain thread.
+    ///
+    /// Panics only if no stack can be had (see [`Builder::spawn`] for the fallible form).
+    pub fn go<F, T>(f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match with_current(|s| spawn_on(s, f, None, None)) {
+            Ok(h) => h,
+            Err(e) => panic!("gort::go: cannot spawn a goroutine: {e}"),
+        }
+    }
+
+    /// Goroutine factory with options (Go has none; `std::thread::Builder`'s shape).
+    #[derive(Debug, Default, Clone)]
+    pub struct Builder {
+        stack_size: Option<usize>,
+        name: Option<String>,
+    }
+
+    impl Builder {
+        /// A builder with the runtime's defaults.
+        pub fn new() -> Builder {
+            Builder::default()
+        }
+
+        /// Stack reservation for this goroutine, in bytes (rounded up to pages; at least one).
+        pub fn stack_size(mut self, bytes: usize) -> Builder {
+            self.stack_size = Some(bytes);
+            self
+        }
+
+        /// A name, for diagnostics.
+        pub fn name(mut self, name: impl Into<String>) -> Builder {
+            self.name = Some(name.into());
+            self
+        }
+
+        fn check(&self) -> io::Result<()> {
+            if let Some(n) = self.stack_size {
+                let page = crate::stack::page_size();
+                if n < page {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "gort: stack size {n} bytes is too small: the minimum is one page ({page} bytes)"
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        }
+
+        /// Spawn on the calling goroutine's runtime (or the default one). Fails with a clear
+        /// error if no stack can be mapped (address space, `vm.max_map_count`, bad size).
+        pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+        where
+            F: FnOnce() -> T + Send + 'static,
+            T: Send + 'static,
+        {
+            self.check()?;
+            let name = self.name.map(String::into_boxed_str);
+            with_current(|s| spawn_on(s, f, self.stack_size, name))
+        }
+
+        /// Spawn on a given runtime.
+        pub fn spawn_on<F, T>(self, rt: &Runtime, f: F) -> io::Result<JoinHandle<T>>
+        where
+            F: FnOnce() -> T + Send + 'static,
+            T: Send + 'static,
+        {
+            self.check()?;
+            let name = self.name.map(String::into_boxed_str);
+            spawn_on(&rt.sched, f, self.stack_size, name)
+        }
+    }
+
+    /// Let other goroutines run: the caller goes to the back of its P's run queue. On a plain
+    /// thread, `std::thread::yield_now`.
+    pub fn yield_now() {
+        if !crate::sched::schedule::gosched() {
+            std::thread::yield_now();
+        }
+    }
+
+    /// The calling goroutine's id (unique in the process, never 0), or 0 on a plain thread.
+    pub fn current_id() -> u64 {
+        let g = current_g();
+        if g.is_null() {
+            0
+        } else {
+            // SAFETY: the running G is alive; its id does not change while it runs.
+            unsafe { (*g).id }
+        }
+    }
+
+    /// The calling goroutine's name (from [`Builder::name`]), if any.
+    pub fn current_name() -> Option<String> {
+        let g = current_g();
+        if g.is_null() {
+            return None;
+        }
+        // SAFETY: as in `current_id`.
+        unsafe { (*g).name.as_deref().map(str::to_owned) }
+    }
+
+    /// Set GOMAXPROCS of the calling goroutine's runtime (or the default one); returns the
+    /// previous value. `0` only queries (as Go's `runtime.GOMAXPROCS(0)`). Panics above 1024.
+    ///
+    /// Growing takes effect at once. Shrinking retires the surplus Ps at their next
+    /// scheduling point (their queued goroutines move to the global queue).
+    pub fn set_max_procs(n: usize) -> usize {
+        with_current(|s| crate::runtime::set_procs(s, n))
+    }
+
+    /// Number of goroutines spawned and not yet finished (calling goroutine's runtime, or the
+    /// default one).
+    pub fn num_goroutines() -> usize {
+        with_current(crate::sched::schedule::live_goroutines)
+    }
+
+    /// Counters of the calling goroutine's runtime (or the default one).
+    pub fn stats() -> Stats {
+        with_current(crate::stats::collect)
+    }
+}

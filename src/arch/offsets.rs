@@ -1,0 +1,94 @@
+//! `Context` field offsets shared by Rust and assembly: the one place they are written down.
+//!
+//! Three readers, one source:
+//! - `build.rs` loads this file as a module (`#[path]`) and passes every entry of the target
+//!   architecture's `ALL` table to the assembler as `-D NAME=value`, so `asm/<arch>/*.S`
+//!   says `CTX_RSP`, never a bare number;
+//! - `src/arch/<arch>.rs` checks every entry against the real `Context` layout with
+//!   `core::mem::offset_of!` in a `const` assertion, so a layout change that forgets this
+//!   file does not compile;
+//! - `.ci/asm-harness.sh` extracts the same `NAME = value;` lines with awk for the C harness
+//!   in `asm/harness/`, which re-checks them with `_Static_assert` against its mirror struct.
+//!
+//! Values are plain integer literals (the macro accepts nothing else) so that the awk
+//! extraction cannot disagree with what rustc sees. The whole file is plain `const` data:
+//! it has no dependencies and must stay compilable by the host for `build.rs`.
+
+/// Declares the offsets of one architecture as `pub const NAME: usize = value;` items plus
+/// `ALL`, the same list as `(name, value)` pairs for `build.rs`.
+macro_rules! asm_offsets {
+    ($($(#[$doc:meta])* $name:ident = $value:literal;)*) => {
+        $($(#[$doc])* pub const $name: usize = $value;)*
+
+        /// Every offset above by name, for `build.rs` (`-D NAME=value`).
+        pub const ALL: &[(&str, usize)] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+/// x86_64 `Context` layout (see `src/arch/x86_64.rs`). All slots are 8 bytes except the FP
+/// control pair at `CTX_FPCTL`, which `gort_switch` compares as one 8-byte word.
+pub mod x86_64 {
+    asm_offsets! {
+        /// Stack pointer to resume with (the value after the `ret` of the saving call).
+        CTX_RSP = 0;
+        /// Address to resume at (the return address of the saving call).
+        CTX_PC = 8;
+        /// rbx. For a fresh context: the entry function.
+        CTX_RBX = 16;
+        /// rbp (zero for a fresh context: ends frame-pointer chains).
+        CTX_RBP = 24;
+        /// r12. For a fresh context: the entry argument.
+        CTX_R12 = 32;
+        /// r13.
+        CTX_R13 = 40;
+        /// r14.
+        CTX_R14 = 48;
+        /// r15.
+        CTX_R15 = 56;
+        /// MXCSR (u32), then the x87 control word (u16), then 2 zero bytes: one 8-byte word.
+        CTX_FPCTL = 64;
+        /// The MXCSR half of the FP control word pair.
+        CTX_MXCSR = 64;
+        /// The x87 control word half of the FP control word pair.
+        CTX_X87CW = 68;
+        /// `size_of::<Context>()`.
+        CTX_SIZE = 72;
+    }
+}
+
+/// aarch64 `Context` layout (see `src/arch/aarch64.rs`). Registers are stored in `stp`/`ldp`
+/// pairs: each `CTX_Xn` with odd `n` names a pair whose second register follows 8 bytes later.
+pub mod aarch64 {
+    asm_offsets! {
+        /// x19 (pair x19/x20). For a fresh context: the entry function.
+        CTX_X19 = 0;
+        /// x20. For a fresh context: the entry argument.
+        CTX_X20 = 8;
+        /// x21 (pair x21/x22).
+        CTX_X21 = 16;
+        /// x23 (pair x23/x24).
+        CTX_X23 = 32;
+        /// x25 (pair x25/x26).
+        CTX_X25 = 48;
+        /// x27 (pair x27/x28).
+        CTX_X27 = 64;
+        /// x29, the frame pointer (pair x29/x30; zero for a fresh context).
+        CTX_FP = 80;
+        /// x30, the link register: the address to resume at.
+        CTX_LR = 88;
+        /// Stack pointer to resume with (pair sp/fpcr).
+        CTX_SP = 96;
+        /// FPCR (the 64-bit system register value).
+        CTX_FPCR = 104;
+        /// d8 (pair d8/d9).
+        CTX_D8 = 112;
+        /// d10 (pair d10/d11).
+        CTX_D10 = 128;
+        /// d12 (pair d12/d13).
+        CTX_D12 = 144;
+        /// d14 (pair d14/d15).
+        CTX_D14 = 160;
+        /// `size_of::<Context>()`.
+        CTX_SIZE = 176;
+    }
+}

@@ -1,0 +1,217 @@
+//! M: an OS thread (a raw pthread) that runs goroutines while it holds a P.
+//!
+//! Each M runs its scheduler loop on its own pthread stack, which plays Go's g0: goroutines
+//! switch to it (`mcall`) to yield, park or exit, and it picks the next G. The M's fields are
+//! touched only by its own thread, except `nextp`/`wake_spinning` (written by the M that wakes
+//! it, before `park.wake()`'s release) and `tid` (read by diagnostics and, later, preemption).
+//!
+//! # States
+//! running a G (`curg` set, holds a P) · in the scheduler on g0 (holds a P, maybe spinning) ·
+//! idle (on the idle-M list, asleep on `park`, no P) · exited (shutdown).
+
+use crate::arch::Context;
+use crate::loom::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
+use crate::sched::Sched;
+use crate::sched::g::G;
+use crate::sched::note::Note;
+use crate::sched::p::P;
+use std::cell::{Cell, UnsafeCell};
+use std::ptr;
+use std::sync::Arc;
+
+/// What a goroutine asked its M's g0 to do with it after switching away (Go's `mcall` fn).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    None,
+    /// Put the G at the tail of the local run queue and schedule.
+    Yield,
+    /// Mark the G Waiting, then call `park_fn(g, park_arg)`; if it returns false the G is
+    /// resumed at once (Go's `gopark` unlock function).
+    Park,
+    /// The G finished: free it.
+    Exit,
+}
+
+pub(crate) type ParkFn = unsafe fn(*mut G, usize) -> bool;
+
+pub(crate) struct M {
+    pub(crate) id: u64,
+    /// g0's saved context while a goroutine runs on this thread.
+    pub(crate) g0: UnsafeCell<Context>,
+    /// The goroutine running on this M, or null on g0.
+    pub(crate) curg: Cell<*mut G>,
+    /// The P held, or null.
+    pub(crate) p: Cell<*mut P>,
+    /// A P handed to this M by the thread that woke it (read after `park` is signalled).
+    pub(crate) nextp: AtomicPtr<P>,
+    /// Whether the M was woken to spin (handed over with `nextp`).
+    pub(crate) wake_spinning: AtomicBool,
+    pub(crate) spinning: Cell<bool>,
+    pub(crate) park: Note,
+    pub(crate) action: Cell<Action>,
+    pub(crate) park_fn: Cell<Option<ParkFn>>,
+    pub(crate) park_arg: Cell<usize>,
+    /// The runtime this M belongs to. The M's thread keeps it alive through `keepalive`.
+    pub(crate) sched: SchedRef,
+    /// The M thread's strong reference to its runtime, taken by `mstart` and dropped when the
+    /// thread exits (an `Arc` inside the M itself would be a cycle: the runtime frees its Ms).
+    pub(crate) keepalive: Cell<Option<Arc<Sched>>>,
+    pub(crate) tid: AtomicI32,
+    /// The CPU (index into the allowed set) this thread is pinned to, -1 if none.
+    pub(crate) pinned: Cell<i32>,
+    /// xorshift state for victim selection.
+    pub(crate) rand: Cell<u64>,
+}
+
+// SAFETY: the `Cell`/`UnsafeCell` fields are touched only by the M's own thread (goroutines
+// running on it included); cross-thread fields are atomics or the futex note.
+unsafe impl Sync for M {}
+// SAFETY: as above; an M is created on one thread and then used by its own thread.
+unsafe impl Send for M {}
+
+/// A borrowed pointer to an M's runtime, valid while the M's thread holds `keepalive` (and,
+/// for goroutines, while they run on that M).
+pub(crate) struct SchedRef(*const Sched);
+
+impl std::ops::Deref for SchedRef {
+    type Target = Sched;
+    fn deref(&self) -> &Sched {
+        // SAFETY: see the type's docs: the runtime outlives every use through an M.
+        unsafe { &*self.0 }
+    }
+}
+
+thread_local! {
+    /// The M running on this thread, or null for a thread that is not an M. Const-initialised
+    /// and without a destructor, so reading it is async-signal-safe.
+    static CURRENT_M: Cell<*mut M> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// The M of this thread, or null.
+///
+/// Never inlined on aarch64: there LLVM may keep the thread pointer (`tpidr_el0`) in a register
+/// across a call, and a goroutine can come back from a switch on another thread.
+#[cfg_attr(target_arch = "aarch64", inline(never))]
+#[cfg_attr(not(target_arch = "aarch64"), inline)]
+pub(crate) fn current_m() -> *mut M {
+    CURRENT_M.with(|c| c.get())
+}
+
+pub(crate) fn set_current_m(m: *mut M) {
+    CURRENT_M.with(|c| c.set(m));
+}
+
+/// The goroutine running on this thread, or null.
+#[inline]
+pub(crate) fn current_g() -> *mut G {
+    let m = current_m();
+    if m.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: a non-null CURRENT_M is this thread's own M, alive while the thread runs.
+    unsafe { (*m).curg.get() }
+}
+
+impl M {
+    pub(crate) fn new(id: u64, sched: Arc<Sched>) -> Box<M> {
+        Box::new(M {
+            id,
+            g0: UnsafeCell::new(Context::new()),
+            curg: Cell::new(ptr::null_mut()),
+            p: Cell::new(ptr::null_mut()),
+            nextp: AtomicPtr::new(ptr::null_mut()),
+            wake_spinning: AtomicBool::new(false),
+            spinning: Cell::new(false),
+            park: Note::new(),
+            action: Cell::new(Action::None),
+            park_fn: Cell::new(None),
+            park_arg: Cell::new(0),
+            sched: SchedRef(Arc::as_ptr(&sched)),
+            keepalive: Cell::new(Some(sched)),
+            tid: AtomicI32::new(0),
+            pinned: Cell::new(-1),
+            rand: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)),
+        })
+    }
+
+    /// A pseudo-random number (xorshift64*), for victim selection. Own thread only.
+    #[inline]
+    pub(crate) fn fastrand(&self) -> u32 {
+        let mut x = self.rand.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rand.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
+    }
+
+    /// Pin this thread to the `cpu`-th allowed CPU, unless already there. Own thread only.
+    pub(crate) fn pin(&self, cpu: i32) {
+        if cpu < 0 || self.pinned.get() == cpu {
+            return;
+        }
+        let cpus = &self.sched.cpus;
+        if cpus.is_empty() {
+            return;
+        }
+        let target = cpus[cpu as usize % cpus.len()];
+        // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write into it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_ZERO(&mut set);
+            libc::CPU_SET(target, &mut set);
+            // EINVAL (CPU went offline, cgroup change) only costs locality: not an error.
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+        self.pinned.set(cpu);
+    }
+}
+
+/// Start a new OS thread running `mstart(m)`.
+pub(crate) fn spawn_thread(m: *mut M) -> std::io::Result<()> {
+    // SAFETY: plain pthread calls on a zeroed attr we initialise; `m` is passed through to
+    // `mstart`, which takes ownership of the raw Box.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        let rc = libc::pthread_attr_init(&mut attr);
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        libc::pthread_attr_setstacksize(&mut attr, M_STACK_SIZE);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let mut tid: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut tid, &attr, mstart, m as *mut libc::c_void);
+        libc::pthread_attr_destroy(&mut attr);
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+    }
+    Ok(())
+}
+
+/// g0 stack size for Ms: the scheduler loop and signal handlers (which use the alternate
+/// stack) need little, but user `Drop`s of task closures can run here at shutdown.
+const M_STACK_SIZE: usize = 512 * 1024;
+
+extern "C" fn mstart(arg: *mut libc::c_void) -> *mut libc::c_void {
+    let m = arg as *mut M;
+    set_current_m(m);
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: `m` is this thread's M, alive until it is reclaimed at shutdown after we exit.
+    let mr = unsafe { &*m };
+    // Relaxed: diagnostics only.
+    mr.tid.store(tid, Ordering::Relaxed);
+    let alt = crate::stack::AltStack::install();
+    if let Err(e) = &alt {
+        crate::sched::fatal_fmt(format_args!("M{}: cannot install sigaltstack: {e}", mr.id));
+    }
+    let keepalive = mr.keepalive.take();
+    crate::sched::schedule::mstart_loop(mr);
+    drop(alt);
+    set_current_m(ptr::null_mut());
+    crate::sched::schedule::mexit(mr);
+    // Last: may run the runtime's destructor, which frees this M.
+    drop(keepalive);
+    ptr::null_mut()
+}

@@ -1,0 +1,132 @@
+//! Futex-based one-shot sleep/wake-up for Ms and plain threads (Go's `note`).
+//!
+//! A `Note` is a single `u32`: 0 = clear, 1 = signalled. `sleep` blocks until the note is
+//! signalled; `wake` signals it and wakes the sleeper. Exactly one thread sleeps on a note at a
+//! time (its owner M); any thread may wake it. `clear` re-arms it (owner only, when nobody can
+//! be waking it: the idle-M protocol clears before publishing the M on the idle list).
+
+use crate::loom::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Futex wait on `word` while it holds `expected`. Returns on a wake-up, a spurious wake-up,
+/// EINTR, a value mismatch, or the timeout: callers re-check their condition in a loop.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts;
+    let tsp = match timeout {
+        Some(d) => {
+            ts = libc::timespec {
+                tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            };
+            &ts as *const libc::timespec
+        }
+        None => std::ptr::null(),
+    };
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; FUTEX_WAIT only reads
+    // it. Errors (EAGAIN: value changed, EINTR, ETIMEDOUT) all mean "re-check", which every
+    // caller does, so the result is deliberately ignored.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            tsp,
+        );
+    }
+}
+
+/// Wake up to `n` threads waiting on `word`.
+#[cfg(not(loom))]
+pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key; it never dereferences user memory
+    // beyond validating the address, so even a word whose owner just returned is harmless.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            n,
+        );
+    }
+}
+
+/// A one-shot wake-up flag with a futex behind it.
+pub(crate) struct Note {
+    key: AtomicU32,
+    #[cfg(loom)]
+    lock: loom::sync::Mutex<()>,
+    #[cfg(loom)]
+    cv: loom::sync::Condvar,
+}
+
+impl Note {
+    pub(crate) fn new() -> Note {
+        Note {
+            key: AtomicU32::new(0),
+            #[cfg(loom)]
+            lock: loom::sync::Mutex::new(()),
+            #[cfg(loom)]
+            cv: loom::sync::Condvar::new(),
+        }
+    }
+
+    /// Owner only, and only when no waker can still be signalling the previous round.
+    pub(crate) fn clear(&self) {
+        // Relaxed: the note is published to wakers afterwards through a lock or a release
+        // store (the idle-M list), which orders this store before any wake.
+        self.key.store(0, Ordering::Relaxed);
+    }
+
+    /// Any thread: signal the note and wake its sleeper.
+    pub(crate) fn wake(&self) {
+        // Release: pairs with the Acquire load in `sleep`, so everything the waker wrote
+        // before (m.nextp, the G it handed over) is visible to the woken M.
+        let old = self.key.swap(1, Ordering::Release);
+        if old != 0 {
+            crate::sched::fatal("note woken twice");
+        }
+        #[cfg(not(loom))]
+        futex_wake(&self.key, 1);
+        #[cfg(loom)]
+        {
+            let _g = self.lock.lock().unwrap();
+            self.cv.notify_one();
+        }
+    }
+
+    /// Owner only: block until `wake`.
+    pub(crate) fn sleep(&self) {
+        #[cfg(not(loom))]
+        // Acquire: pairs with the Release swap in `wake`.
+        while self.key.load(Ordering::Acquire) == 0 {
+            futex_wait(&self.key, 0, None);
+        }
+        #[cfg(loom)]
+        {
+            let mut g = self.lock.lock().unwrap();
+            // Acquire: pairs with the Release swap in `wake`.
+            while self.key.load(Ordering::Acquire) == 0 {
+                g = self.cv.wait(g).unwrap();
+            }
+        }
+    }
+
+    /// Owner only: block until `wake` or the timeout; true if signalled.
+    #[cfg(not(loom))]
+    pub(crate) fn sleep_timeout(&self, d: Duration) -> bool {
+        let deadline = std::time::Instant::now() + d;
+        loop {
+            // Acquire: pairs with the Release swap in `wake`.
+            if self.key.load(Ordering::Acquire) != 0 {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            futex_wait(&self.key, 0, Some(deadline - now));
+        }
+    }
+}

@@ -1,0 +1,688 @@
+//! The scheduler loop: find a runnable G, run it, deal with what it asked for; plus spawning,
+//! the G free lists and the global queue.
+//!
+//! # The loop (per M, on g0)
+//! ```text
+//! schedule:  loop { g = find_runnable(); if spinning { reset_spinning } ; execute(g) }
+//! execute:   switch g0 -> g ... g calls mcall(action): switch g -> g0 ... handle action
+//! ```
+//! `execute` hands the G the M pointer as the switch value and stores the G in `m.curg`;
+//! `mcall` records the action in `m.action` and switches back. Only g0 changes a G's status
+//! after it stopped running, so a G is never visible on a queue while its registers are still
+//! live (the property Go gets from `mcall`).
+//!
+//! # find_runnable (Go's `findRunnable`, same order and constants)
+//! 1. every 61st scheduler tick, one G from the global queue (so a busy local queue cannot
+//!    starve it);
+//! 2. `runnext`, then the local ring;
+//! 3. a batch from the global queue: `min(len, len/GOMAXPROCS + 1, 128)`;
+//! 4. if fewer than half the busy Ps are already spinning, spin: steal half of a random
+//!    victim's ring (4 passes over all Ps in random order; `runnext` only on the last);
+//! 5. under the lock, re-check the global queue, then give the P back (idle list);
+//! 6. if we were spinning: stop spinning (SeqCst), then re-check every P's queue; if one has
+//!    work, take an idle P back and start over;
+//! 7. sleep on the M's note until `startm` hands over a P.
+
+use crate::arch;
+use crate::loom::Ordering;
+use crate::sched::g::{G, GQueue, Status};
+use crate::sched::idle::{self, acquirep, pidleput, releasep};
+use crate::sched::m::{Action, M, current_m};
+use crate::sched::p::{P, PCounters, PStatus};
+use crate::sched::runq::RUNQ_SIZE;
+use crate::sched::task::Task;
+use crate::sched::{Sched, Synced, fatal};
+use crate::stack::Stack;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// Go's constant: check the global queue every 61 ticks.
+const GLOBAL_CHECK_TICKS: u32 = 61;
+/// Steal passes over all Ps (Go's `stealTries`).
+const STEAL_TRIES: usize = 4;
+/// Local G free list bounds (Go's `gfput`/`gfget`: 64 and batches of 32).
+const LOCAL_FREE_MAX: usize = 64;
+const FREE_BATCH: usize = 32;
+
+/// The entry of a freshly started M: take the P it was handed, then schedule until shutdown.
+pub(crate) fn mstart_loop(m: &M) {
+    // Relaxed: published by the thread creation itself (pthread_create synchronises).
+    let p = m.nextp.swap(std::ptr::null_mut(), Ordering::Relaxed);
+    if p.is_null() {
+        fatal("M started without a P");
+    }
+    acquirep(m, p);
+    if m.wake_spinning.load(Ordering::Relaxed) {
+        m.spinning.set(true);
+    }
+    schedule(m);
+}
+
+/// Leaving the loop at shutdown: signal the runtime that this M is gone.
+pub(crate) fn mexit(m: &M) {
+    let s = &*m.sched;
+    let mut live = s.mlive.lock().unwrap_or_else(|e| e.into_inner());
+    *live -= 1;
+    s.mlive_cv.notify_all();
+}
+
+fn schedule(m: &M) {
+    while let Some((g, inherit)) = find_runnable(m) {
+        if m.spinning.get() {
+            idle::reset_spinning(m);
+        }
+        execute(m, g, inherit);
+    }
+}
+
+/// Run `g` on this M until it gives the CPU back, then deal with its request.
+fn execute(m: &M, g: *mut G, mut inherit: bool) {
+    let s = &*m.sched;
+    loop {
+        let p = m.p.get();
+        // SAFETY: we hold `p`; `g` was dequeued by us, so we own it (see g.rs).
+        unsafe {
+            if !inherit {
+                *(*p).schedtick.get() += 1;
+            }
+            (*g).set_status(Status::Running);
+        }
+        m.curg.set(g);
+        // SAFETY: g's context is valid (Runnable: saved by its last switch or by arch::init)
+        // and g0's slot is ours; the G runs until it calls `mcall`, which switches back here.
+        unsafe { arch::switch(m.g0.get(), &(*g).ctx, m as *const M as usize) };
+        m.curg.set(std::ptr::null_mut());
+        let p = m.p.get();
+        // SAFETY: we still hold `p` (nothing takes a P from a running M yet).
+        let pr = unsafe { &*p };
+        match m.action.replace(Action::None) {
+            Action::Yield => {
+                PCounters::bump(&pr.counters.yields);
+                // SAFETY: the G is stopped and ours until it is on the queue.
+                unsafe { (*g).set_status(Status::Runnable) };
+                // To the back of the line. With nothing else queued locally, "the line" is the
+                // global queue (Go's Gosched always uses it): otherwise a goroutine polling
+                // with yield_now would be picked again at once, and the global queue would be
+                // served only every 61st tick.
+                // Relaxed: a hint; a stale read only changes which queue is used.
+                if pr.runq.is_empty() && s.runqsize.load(Ordering::Relaxed) > 0 {
+                    globrunqput(s, g);
+                } else {
+                    runqput(s, pr, g, false);
+                }
+                return;
+            }
+            Action::Park => {
+                // SAFETY: as above; status Waiting must be visible before `f` publishes the
+                // parking (set_status is a release store).
+                unsafe { (*g).set_status(Status::Waiting) };
+                let f = m.park_fn.take();
+                let arg = m.park_arg.get();
+                // SAFETY: gopark's contract: `f` is valid for `(g, arg)`.
+                let parked = match f {
+                    Some(f) => unsafe { f(g, arg) },
+                    None => true,
+                };
+                if parked {
+                    // The G may already be running elsewhere: do not touch it again.
+                    return;
+                }
+                // Not parked after all: resume it at once, same time slice.
+                inherit = true;
+            }
+            Action::Exit => {
+                PCounters::bump(&pr.counters.completed);
+                // SAFETY: the G finished; its struct is ours.
+                unsafe {
+                    (*g).set_status(Status::Dead);
+                    (*g).task_ptr = std::ptr::null::<crate::sched::task::NoTask>() as *const dyn Task;
+                    (*g).name = None;
+                }
+                gfput(s, pr, g);
+                return;
+            }
+            Action::None => fatal("goroutine switched to g0 without an action"),
+        }
+    }
+}
+
+/// Switch from the running goroutine to its M's g0, asking it to perform `action`.
+/// Returns when the goroutine is resumed (possibly on another M).
+#[inline(never)]
+pub(crate) fn mcall(m: &M, action: Action) {
+    let g = m.curg.get();
+    m.action.set(action);
+    // SAFETY: `g` is the running goroutine of this M; its ctx slot receives our registers and
+    // g0's context was saved by `execute`. Nothing of `m` is used after the switch returns
+    // (we may come back on another M).
+    unsafe { arch::switch(&mut (*g).ctx, m.g0.get(), 0) };
+}
+
+/// First code a goroutine runs (via the asm entry trampoline).
+///
+/// # Safety
+/// Only called by `gort_goroutine_entry` with the G pointer given to `arch::init`.
+pub(crate) unsafe extern "C" fn goroutine_entry(arg: usize) -> ! {
+    let g = arg as *mut G;
+    // SAFETY: the G is Running on this M; its task field is ours.
+    let task = unsafe { (*g).task.take() };
+    if let Some(t) = task {
+        t.run();
+    }
+    let m = current_m();
+    // SAFETY: a goroutine always runs on an M.
+    mcall(unsafe { &*m }, Action::Exit);
+    fatal("a dead goroutine was resumed")
+}
+
+/// Yield the running goroutine (to the tail of the local queue).
+pub(crate) fn gosched() -> bool {
+    let m = current_m();
+    if m.is_null() {
+        return false;
+    }
+    // SAFETY: this thread's M.
+    let mr = unsafe { &*m };
+    if mr.curg.get().is_null() {
+        return false;
+    }
+    mcall(mr, Action::Yield);
+    true
+}
+
+fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
+    let s = &*m.sched;
+    'top: loop {
+        // Acquire: pairs with the store in shutdown.
+        if s.shutting_down.load(Ordering::Acquire) {
+            let p = m.p.get();
+            if !p.is_null() {
+                if m.spinning.get() {
+                    idle::drop_spinning(m);
+                }
+                let p = releasep(m);
+                // SAFETY: we held it.
+                unsafe { &*p }.cas_status(PStatus::Running, PStatus::Idle);
+            }
+            return None;
+        }
+        let p = m.p.get();
+        if p.is_null() {
+            if !idle::stopm(m) {
+                continue 'top;
+            }
+            continue 'top;
+        }
+        // SAFETY: we hold `p`.
+        let pr = unsafe { &*p };
+        if pr.id >= s.procs() {
+            retire_p(m, s);
+            continue 'top;
+        }
+
+        // 1. Fairness: the global queue every 61 ticks.
+        // SAFETY: owner-only field of the P we hold.
+        let tick = unsafe { *pr.schedtick.get() };
+        if tick % GLOBAL_CHECK_TICKS == 0 && s.runqsize.load(Ordering::Relaxed) > 0 {
+            let g = {
+                let mut sy = s.lock();
+                globrunqget(s, &mut sy, pr, 1)
+            };
+            if let Some(g) = g {
+                PCounters::bump(&pr.counters.global_hits);
+                return Some((g, false));
+            }
+        }
+
+        // 2. Local queue.
+        if let Some((g, inherit)) = pr.runq.pop() {
+            if inherit {
+                PCounters::bump(&pr.counters.runnext_hits);
+            } else {
+                PCounters::bump(&pr.counters.local_hits);
+            }
+            return Some((g.as_ptr(), inherit));
+        }
+
+        // 3. Global queue. Relaxed: a hint, re-checked under the lock.
+        if s.runqsize.load(Ordering::Relaxed) > 0 {
+            let g = {
+                let mut sy = s.lock();
+                globrunqget(s, &mut sy, pr, 0)
+            };
+            if let Some(g) = g {
+                PCounters::bump(&pr.counters.global_hits);
+                return Some((g, false));
+            }
+        }
+
+        // 4. Steal, if not too many Ms are spinning already.
+        let procs = s.procs();
+        // Relaxed: heuristic bound on spinners (Go's `2*nmspinning < procs-npidle`).
+        let busy = procs.saturating_sub(s.npidle.load(Ordering::Relaxed));
+        if m.spinning.get() || 2 * s.nmspinning.load(Ordering::Relaxed) < busy {
+            if !m.spinning.get() {
+                m.spinning.set(true);
+                // SeqCst: spinner count is part of the wake-up protocol's total order.
+                s.nmspinning.fetch_add(1, Ordering::SeqCst);
+            }
+            if let Some(g) = steal_work(m, s, pr) {
+                PCounters::bump(&pr.counters.steals);
+                return Some((g, false));
+            }
+        }
+
+        // 5. Give the P up, re-checking the global queue under the lock.
+        {
+            let mut sy = s.lock();
+            if sy.runq.len() > 0 {
+                let g = globrunqget(s, &mut sy, pr, 0);
+                drop(sy);
+                if let Some(g) = g {
+                    PCounters::bump(&pr.counters.global_hits);
+                    return Some((g, false));
+                }
+                continue 'top;
+            }
+            gfpurge(s, pr);
+            let p = releasep(m);
+            pidleput(s, &mut sy, p);
+        }
+
+        // 6. Spinning -> not spinning, then look once more everywhere.
+        if m.spinning.get() {
+            idle::drop_spinning(m);
+            let n = s.nprocs_created.load(Ordering::Acquire) as usize;
+            for i in 0..n.min(procs as usize) {
+                // SAFETY: Ps below nprocs_created are valid for the scheduler's lifetime.
+                let p2 = unsafe { &*s.p(i) };
+                if !p2.runq.is_empty() {
+                    let pnew = {
+                        let mut sy = s.lock();
+                        idle::pidleget(s, &mut sy)
+                    };
+                    if let Some(pnew) = pnew {
+                        acquirep(m, pnew);
+                        m.spinning.set(true);
+                        // SeqCst: as in step 4.
+                        s.nmspinning.fetch_add(1, Ordering::SeqCst);
+                        continue 'top;
+                    }
+                    break;
+                }
+            }
+        }
+
+        // Last one out turns the lights off: give memory of cached stacks back.
+        // Relaxed: a heuristic.
+        if s.npidle.load(Ordering::Relaxed) >= s.procs() {
+            scavenge(s);
+        }
+
+        // 7. Sleep until handed a P.
+        if !idle::stopm(m) {
+            continue 'top;
+        }
+    }
+}
+
+/// This M's P was retired by a GOMAXPROCS decrease: move its work to the global queue and
+/// mark it Dead. The M then looks for another P like any idle M.
+fn retire_p(m: &M, s: &Sched) {
+    if m.spinning.get() {
+        idle::drop_spinning(m);
+    }
+    let p = releasep(m);
+    // SAFETY: we held it.
+    let pr = unsafe { &*p };
+    let mut moved = false;
+    {
+        let mut sy = s.lock();
+        pr.runq.drain(|g| {
+            // SAFETY: drained Gs are ours.
+            unsafe { sy.runq.push_back(g.as_ptr()) };
+            moved = true;
+        });
+        s.runqsize.store(sy.runq.len() as u32, Ordering::Relaxed);
+        gfpurge(s, pr);
+        pr.cas_status(PStatus::Running, PStatus::Dead);
+    }
+    if moved {
+        idle::wake_for_global(s);
+    }
+}
+
+/// Steal from a random victim: `STEAL_TRIES` passes over all Ps in a random order, taking
+/// `runnext` only on the last pass.
+fn steal_work(m: &M, s: &Sched, pr: &P) -> Option<*mut G> {
+    let procs = (s.procs() as usize).min(s.nprocs_created.load(Ordering::Acquire) as usize);
+    if procs <= 1 {
+        return None;
+    }
+    for pass in 0..STEAL_TRIES {
+        let steal_runnext = pass == STEAL_TRIES - 1;
+        let start = m.fastrand() as usize % procs;
+        // A stride coprime with `procs` visits every P once.
+        let mut stride = 1 + m.fastrand() as usize % procs;
+        while gcd(stride, procs) != 1 {
+            stride += 1;
+        }
+        let mut i = start;
+        for _ in 0..procs {
+            // SAFETY: i < procs <= nprocs_created.
+            let victim = unsafe { &*s.p(i) };
+            i = (i + stride) % procs;
+            if std::ptr::eq(victim, pr) || victim.status() != PStatus::Running {
+                continue;
+            }
+            if let Some(g) = victim.runq.steal_into(&pr.runq, steal_runnext) {
+                return Some(g.as_ptr());
+            }
+        }
+    }
+    None
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Put `g` on P's local queue (`next`: into runnext). Overflow moves half the ring plus `g`
+/// to the global queue in one splice. Holder of `p` only.
+#[inline]
+pub(crate) fn runqput(s: &Sched, p: &P, g: *mut G, next: bool) {
+    // SAFETY: G pointers are never null.
+    let g = unsafe { NonNull::new_unchecked(g) };
+    p.runq.push(g, next, |batch| {
+        PCounters::bump(&p.counters.spills);
+        let mut sy = s.lock();
+        for g in batch {
+            // SAFETY: spilled Gs are ours until they are on the global queue.
+            unsafe { sy.runq.push_back(g.as_ptr()) };
+        }
+        // Relaxed: a hint for lock-free peeks; the lock orders it for lock holders.
+        s.runqsize.store(sy.runq.len() as u32, Ordering::Relaxed);
+    });
+}
+
+/// Put `g` on the global queue. Any thread.
+pub(crate) fn globrunqput(s: &Sched, g: *mut G) {
+    let mut sy = s.lock();
+    // SAFETY: the caller owns `g` (Runnable, on no queue).
+    unsafe { sy.runq.push_back(g) };
+    // Relaxed: see runqput.
+    s.runqsize.store(sy.runq.len() as u32, Ordering::Relaxed);
+}
+
+/// Take a batch from the global queue: one G to run now, the rest into P's ring. Lock held.
+fn globrunqget(s: &Sched, sy: &mut Synced, p: &P, max: usize) -> Option<*mut G> {
+    let len = sy.runq.len();
+    if len == 0 {
+        return None;
+    }
+    let procs = s.procs().max(1) as usize;
+    let mut n = len.min(len / procs + 1).min(RUNQ_SIZE / 2);
+    if max > 0 {
+        n = n.min(max);
+    }
+    let first = sy.runq.pop_front()?;
+    let mut batch: [Option<NonNull<G>>; RUNQ_SIZE / 2] = [None; RUNQ_SIZE / 2];
+    let mut k = 0;
+    for _ in 1..n {
+        match sy.runq.pop_front() {
+            // SAFETY: queue entries are non-null.
+            Some(g) => {
+                batch[k] = Some(unsafe { NonNull::new_unchecked(g) });
+                k += 1;
+            }
+            None => break,
+        }
+    }
+    // Relaxed: see runqput.
+    s.runqsize.store(sy.runq.len() as u32, Ordering::Relaxed);
+    if k > 0 {
+        let items: Vec<NonNull<G>> = batch[..k].iter().map(|g| g.unwrap()).collect();
+        p.runq.push_batch(&items, |rest| {
+            for g in rest {
+                // SAFETY: returned to the global queue we hold the lock of.
+                unsafe { sy.runq.push_front(g.as_ptr()) };
+            }
+        });
+        s.runqsize.store(sy.runq.len() as u32, Ordering::Relaxed);
+    }
+    Some(first)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spawning and the G free lists.
+
+static GOID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Create a goroutine running `task` on `s`. Called from anywhere (a goroutine of `s`, of
+/// another runtime, or a plain thread).
+pub(crate) fn spawn(
+    s: &Sched,
+    task: Arc<dyn Task>,
+    stack_size: usize,
+    name: Option<Box<str>>,
+) -> std::io::Result<u64> {
+    let m = current_m();
+    let mut local: Option<&P> = None;
+    if !m.is_null() {
+        // SAFETY: this thread's M.
+        let mr = unsafe { &*m };
+        let p = mr.p.get();
+        if !p.is_null() && std::ptr::eq(&*mr.sched, s) {
+            // SAFETY: we hold `p`.
+            local = Some(unsafe { &*p });
+        }
+    }
+    let g = match gfget(s, local, stack_size) {
+        Some(g) => g,
+        None => new_g(s, stack_size)?,
+    };
+    // Relaxed: ids only need to be unique.
+    let id = GOID.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `g` is Idle and ours (fresh or off a free list).
+    unsafe {
+        let gr = &mut *g;
+        gr.id = id;
+        gr.task_ptr = Arc::as_ptr(&task);
+        gr.task = Some(task);
+        gr.name = name;
+        let top = gr.stack.as_ref().expect("G without a stack").top();
+        arch::init(&mut gr.ctx, top, goroutine_entry, g as usize);
+        gr.set_status(Status::Runnable);
+    }
+    match local {
+        Some(p) => {
+            PCounters::bump(&p.counters.spawned);
+            runqput(s, p, g, true);
+            idle::wakep(s);
+        }
+        None => {
+            // Relaxed counter.
+            s.spawned_outside.fetch_add(1, Ordering::Relaxed);
+            globrunqput(s, g);
+            idle::wake_for_global(s);
+        }
+    }
+    Ok(id)
+}
+
+fn new_g(s: &Sched, stack_size: usize) -> std::io::Result<*mut G> {
+    let stack = Stack::alloc(stack_size)?;
+    let mut g = G::new(s);
+    g.stack = Some(stack);
+    let g = Box::into_raw(g);
+    s.allgs.lock().unwrap_or_else(|e| e.into_inner()).push(g);
+    Ok(g)
+}
+
+/// Take a dead G with a stack of `size` from P's free list, refilling it from the global list.
+fn gfget(s: &Sched, p: Option<&P>, size: usize) -> Option<*mut G> {
+    let g = match p {
+        Some(p) => {
+            // SAFETY: owner-only field of the P we hold.
+            let lf = unsafe { &mut *p.gfree.get() };
+            if lf.list.is_empty() {
+                let mut gl = s.gfree.lock().unwrap_or_else(|e| e.into_inner());
+                for _ in 0..FREE_BATCH {
+                    match gl.pop() {
+                        // SAFETY: free-list Gs are owned by the list's holder: now us.
+                        Some(g) => unsafe { lf.list.push_back(g) },
+                        None => break,
+                    }
+                }
+            }
+            lf.list.pop_front()?
+        }
+        None => s.gfree.lock().unwrap_or_else(|e| e.into_inner()).pop()?,
+    };
+    // SAFETY: a free G is ours.
+    let gr = unsafe { &mut *g };
+    if gr.stack.as_ref().map(|st| st.size()) != Some(size) {
+        // Wrong size (a Builder::stack_size spawn): swap the stack.
+        gr.stack = None;
+        match Stack::alloc(size) {
+            Ok(st) => gr.stack = Some(st),
+            Err(_) => {
+                // Put it back without a stack? Simpler: keep a default one next time.
+                gr.stack = Stack::alloc(s.stack_size).ok();
+                gfput_global(s, g);
+                return None;
+            }
+        }
+    }
+    gr.set_status(Status::Idle);
+    Some(g)
+}
+
+/// Put a dead G on P's free list; past 64, move a batch of 32 to the global list.
+fn gfput(s: &Sched, p: &P, g: *mut G) {
+    // SAFETY: owner-only field of the P we hold; `g` is dead and ours.
+    let lf = unsafe { &mut *p.gfree.get() };
+    // SAFETY: as above.
+    unsafe { lf.list.push_front(g) };
+    if lf.list.len() >= LOCAL_FREE_MAX {
+        let mut gl = s.gfree.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..FREE_BATCH {
+            match lf.list.pop_front() {
+                // SAFETY: moving ownership between free lists.
+                Some(g) => unsafe { gl.warm.push_front(g) },
+                None => break,
+            }
+        }
+    }
+}
+
+fn gfput_global(s: &Sched, g: *mut G) {
+    let mut gl = s.gfree.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: `g` is dead and ours.
+    unsafe { gl.warm.push_front(g) };
+}
+
+/// Move P's whole local free list to the global one (P going idle or retiring).
+fn gfpurge(s: &Sched, p: &P) {
+    // SAFETY: owner-only field; the caller still holds `p`.
+    let lf = unsafe { &mut *p.gfree.get() };
+    if lf.list.is_empty() {
+        return;
+    }
+    let mut gl = s.gfree.lock().unwrap_or_else(|e| e.into_inner());
+    while let Some(g) = lf.list.pop_front() {
+        // SAFETY: moving ownership between free lists.
+        unsafe { gl.warm.push_front(g) };
+    }
+}
+
+/// Scavenge batch: stacks released per lock round trip.
+const SCAVENGE_BATCH: usize = 64;
+
+/// The runtime is idle: return the memory of cached dead goroutines' stacks to the kernel
+/// (`MADV_DONTNEED` below each stack's top page), so RSS shrinks back after a burst (Go's
+/// background scavenger, done by the last M to go idle instead of a dedicated thread).
+///
+/// Works in batches and stops as soon as there is work again or a P becomes busy, so a burst
+/// that follows finds its dead Gs on the warm list, or at worst waits for one batch.
+fn scavenge(s: &Sched) {
+    loop {
+        let mut batch = GQueue::new();
+        {
+            let mut gl = s.gfree.lock().unwrap_or_else(|e| e.into_inner());
+            for _ in 0..SCAVENGE_BATCH {
+                match gl.warm.pop_front() {
+                    // SAFETY: taking ownership off the free list.
+                    Some(g) => unsafe { batch.push_back(g) },
+                    None => break,
+                }
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let mut done = GQueue::new();
+        while let Some(g) = batch.pop_front() {
+            // SAFETY: the batch's Gs are ours until we put them back.
+            unsafe {
+                if let Some(st) = (*g).stack.as_ref() {
+                    st.release_memory();
+                }
+                done.push_back(g);
+            }
+        }
+        {
+            let mut gl = s.gfree.lock().unwrap_or_else(|e| e.into_inner());
+            while let Some(g) = done.pop_front() {
+                // SAFETY: giving them back, as cold.
+                unsafe { gl.cold.push_back(g) };
+            }
+        }
+        // Relaxed: heuristics; stopping early only delays the scavenging.
+        if s.runqsize.load(Ordering::Relaxed) > 0 || s.npidle.load(Ordering::Relaxed) < s.procs()
+        {
+            return;
+        }
+    }
+}
+
+/// Snapshot of every P's counters plus the retired ones.
+pub(crate) fn sum_counters(s: &Sched) -> [u64; 9] {
+    let mut t = [0u64; 9];
+    let n = s.nprocs_created.load(Ordering::Acquire) as usize;
+    let add = |t: &mut [u64; 9], c: &PCounters| {
+        // Relaxed: statistics.
+        let v = [
+            &c.spawned,
+            &c.completed,
+            &c.local_hits,
+            &c.runnext_hits,
+            &c.global_hits,
+            &c.steals,
+            &c.yields,
+            &c.parks,
+            &c.spills,
+        ];
+        for (i, a) in v.iter().enumerate() {
+            t[i] += a.load(Ordering::Relaxed);
+        }
+    };
+    for i in 0..n {
+        // SAFETY: created Ps live as long as the scheduler.
+        add(&mut t, unsafe { &(*s.p(i)).counters });
+    }
+    add(&mut t, &s.retired_counters);
+    t
+}
+
+/// Number of live goroutines (spawned, not yet finished).
+pub(crate) fn live_goroutines(s: &Sched) -> usize {
+    let t = sum_counters(s);
+    // Relaxed counter.
+    let spawned = t[0] + s.spawned_outside.load(Ordering::Relaxed);
+    spawned.saturating_sub(t[1]) as usize
+}
+

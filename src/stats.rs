@@ -1,0 +1,98 @@
+//! Runtime counters (`gort::stats()`).
+
+use crate::loom::Ordering;
+use crate::sched::{Sched, schedule};
+use std::fmt;
+
+/// A snapshot of a runtime's counters. Counters are read without stopping the world, so a
+/// snapshot taken while goroutines run is approximate (each counter is exact on its own
+/// P, and monotonic).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// GOMAXPROCS.
+    pub procs: usize,
+    /// Goroutines spawned and not finished.
+    pub goroutines: usize,
+    /// Goroutines spawned.
+    pub spawned: u64,
+    /// Goroutines that finished (returned or panicked).
+    pub completed: u64,
+    /// Gs an M took from its own ring.
+    pub local_hits: u64,
+    /// Gs an M took from its `runnext` slot (inheriting the time slice).
+    pub runnext_hits: u64,
+    /// Gs an M took from the global queue.
+    pub global_hits: u64,
+    /// Successful steals (each moves half a victim's queue).
+    pub steals: u64,
+    /// Ring overflows that moved half a ring to the global queue.
+    pub spills: u64,
+    /// `yield_now` calls by goroutines.
+    pub yields: u64,
+    /// Goroutine parks (blocking on join, channels, locks, timers).
+    pub parks: u64,
+    /// OS threads (Ms) created.
+    pub threads: u64,
+    /// Idle Ms woken to run work.
+    pub thread_wakeups: u64,
+    /// Ps idle at the time of the snapshot.
+    pub idle_procs: usize,
+    /// Ms spinning (looking for work) at the time of the snapshot.
+    pub spinning: usize,
+    /// Goroutine stacks mapped (in use or cached), process-wide.
+    pub stacks_mapped: usize,
+    /// Bytes of address space reserved for goroutine stacks, process-wide.
+    pub stack_reserved_bytes: usize,
+}
+
+pub(crate) fn collect(s: &Sched) -> Stats {
+    let t = schedule::sum_counters(s);
+    let st = crate::stack::stats();
+    // Relaxed: statistics.
+    let outside = s.spawned_outside.load(Ordering::Relaxed);
+    Stats {
+        procs: s.procs() as usize,
+        goroutines: schedule::live_goroutines(s),
+        spawned: t[0] + outside,
+        completed: t[1],
+        local_hits: t[2],
+        runnext_hits: t[3],
+        global_hits: t[4],
+        steals: t[5],
+        yields: t[6],
+        parks: t[7],
+        spills: t[8],
+        threads: s.ms_created.load(Ordering::Relaxed),
+        thread_wakeups: s.m_wakeups.load(Ordering::Relaxed),
+        idle_procs: s.npidle.load(Ordering::Relaxed) as usize,
+        spinning: s.nmspinning.load(Ordering::Relaxed) as usize,
+        stacks_mapped: st.mapped,
+        stack_reserved_bytes: st.reserved_bytes,
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "procs={} goroutines={} spawned={} completed={} threads={} (wakeups {})",
+            self.procs, self.goroutines, self.spawned, self.completed, self.threads, self.thread_wakeups
+        )?;
+        writeln!(
+            f,
+            "runq hits: runnext={} local={} global={}  steals={} spills={}",
+            self.runnext_hits, self.local_hits, self.global_hits, self.steals, self.spills
+        )?;
+        write!(
+            f,
+            "yields={} parks={}  idle_procs={} spinning={}  stacks: {} mapped, {} MiB reserved",
+            self.yields,
+            self.parks,
+            self.idle_procs,
+            self.spinning,
+            self.stacks_mapped,
+            self.stack_reserved_bytes >> 20
+        )
+    }
+}
