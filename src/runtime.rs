@@ -55,7 +55,11 @@ pub(crate) struct Config {
     pub(crate) stack_size: usize,
     pub(crate) pin: bool,
     pub(crate) max_threads: usize,
+    /// Validated and shown by `Debug` now; acted on by the preemption work (sysmon).
+    #[allow(dead_code)]
     pub(crate) preempt: Preempt,
+    /// As `preempt`.
+    #[allow(dead_code)]
     pub(crate) quantum: Duration,
 }
 
@@ -78,9 +82,9 @@ fn env_var(name: &str) -> io::Result<Option<String>> {
     match std::env::var(name) {
         Ok(v) => Ok(Some(v)),
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(v)) => Err(invalid(format!(
-            "gort: {name}={v:?} is not valid UTF-8"
-        ))),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(invalid(format!("gort: {name}={v:?} is not valid UTF-8")))
+        }
     }
 }
 
@@ -165,9 +169,9 @@ impl RuntimeBuilder {
         let stack_size = match self.stack_size {
             Some(n) => n,
             None => match env_usize("GORT_STACK_KB", "a positive number of KiB")? {
-                Some(kb) => kb.checked_mul(1024).ok_or_else(|| {
-                    invalid(format!("gort: GORT_STACK_KB={kb} is too large"))
-                })?,
+                Some(kb) => kb
+                    .checked_mul(1024)
+                    .ok_or_else(|| invalid(format!("gort: GORT_STACK_KB={kb} is too large")))?,
                 None => crate::stack::DEFAULT_STACK_SIZE,
             },
         };
@@ -307,11 +311,17 @@ impl Sched {
             let revive = pr.status() == crate::sched::p::PStatus::Dead;
             let fresh = i >= created;
             if revive {
-                pr.cas_status(crate::sched::p::PStatus::Dead, crate::sched::p::PStatus::Running);
+                pr.cas_status(
+                    crate::sched::p::PStatus::Dead,
+                    crate::sched::p::PStatus::Running,
+                );
             }
             if revive || fresh {
                 if fresh {
-                    pr.cas_status(crate::sched::p::PStatus::Idle, crate::sched::p::PStatus::Running);
+                    pr.cas_status(
+                        crate::sched::p::PStatus::Idle,
+                        crate::sched::p::PStatus::Running,
+                    );
                 }
                 idle::pidleput(self, &mut sy, p);
             }

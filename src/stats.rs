@@ -7,7 +7,7 @@ use std::fmt;
 /// A snapshot of a runtime's counters. Counters are read without stopping the world, so a
 /// snapshot taken while goroutines run is approximate (each counter is exact on its own
 /// P, and monotonic).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
     /// GOMAXPROCS.
@@ -44,6 +44,14 @@ pub struct Stats {
     pub stacks_mapped: usize,
     /// Bytes of address space reserved for goroutine stacks, process-wide.
     pub stack_reserved_bytes: usize,
+    /// Goroutines waiting in the Ps' local run queues (ring + runnext) at snapshot time.
+    pub local_queued: usize,
+    /// Goroutines waiting in the global run queue at snapshot time.
+    pub global_queued: usize,
+    /// How stack guard pages are made: `"madvise"` (`MADV_GUARD_INSTALL`, Linux ≥ 6.13, no
+    /// extra mapping per stack) or `"mprotect"` (two mappings per stack, bounded by
+    /// `vm.max_map_count`).
+    pub stack_guard: &'static str,
 }
 
 pub(crate) fn collect(s: &Sched) -> Stats {
@@ -69,6 +77,12 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         spinning: s.nmspinning.load(Ordering::Relaxed) as usize,
         stacks_mapped: st.mapped,
         stack_reserved_bytes: st.reserved_bytes,
+        local_queued: schedule::local_queued(s),
+        global_queued: s.runqsize.load(Ordering::Relaxed) as usize,
+        stack_guard: match crate::stack::guard_mode() {
+            crate::stack::GuardMode::MadviseGuard => "madvise",
+            crate::stack::GuardMode::Mprotect => "mprotect",
+        },
     }
 }
 
@@ -77,7 +91,12 @@ impl fmt::Display for Stats {
         writeln!(
             f,
             "procs={} goroutines={} spawned={} completed={} threads={} (wakeups {})",
-            self.procs, self.goroutines, self.spawned, self.completed, self.threads, self.thread_wakeups
+            self.procs,
+            self.goroutines,
+            self.spawned,
+            self.completed,
+            self.threads,
+            self.thread_wakeups
         )?;
         writeln!(
             f,
@@ -86,13 +105,17 @@ impl fmt::Display for Stats {
         )?;
         write!(
             f,
-            "yields={} parks={}  idle_procs={} spinning={}  stacks: {} mapped, {} MiB reserved",
+            "yields={} parks={}  queued: local={} global={}  idle_procs={} spinning={}\n\
+             stacks: {} mapped, {} MiB reserved, guards by {}",
             self.yields,
             self.parks,
+            self.local_queued,
+            self.global_queued,
             self.idle_procs,
             self.spinning,
             self.stacks_mapped,
-            self.stack_reserved_bytes >> 20
+            self.stack_reserved_bytes >> 20,
+            self.stack_guard
         )
     }
 }

@@ -1,8 +1,10 @@
-/* asm/x86_64/switch.S: gort_switch (context switch) and gort_goroutine_entry (first run).
+/* asm/x86_64/switch.S: gort_switch (context switch), gort_switch_fp_control (its FP
+ * control slow path) and gort_goroutine_entry (first run of a fresh context).
  *
- * The reference commentary (model, stack diagrams, why `jmp` and not `ret`) lives in
- * src/arch/mod.rs and src/arch/x86_64.rs. CTX_* offsets come from src/arch/offsets.rs as
- * -D definitions (build.rs, .ci/asm-harness.sh); no offset is spelled here as a number.
+ * The design essay (why the Rust side inlines this sequence, why `jmp` and not `ret`, why FP
+ * control is switched only for owning contexts, with measurements) is in src/arch/mod.rs;
+ * stack diagrams are in src/arch/x86_64.rs. CTX_* names come from src/arch/offsets.rs as -D
+ * definitions (build.rs, .ci/asm-harness.sh): no offset is spelled here as a number.
  */
 
         .intel_syntax noprefix
@@ -27,17 +29,15 @@
  * must be below 64: src/arch/x86_64.rs asserts that for every offset used here. */
 #define CFI_SAVED_IN_FROM(reg, off) .cfi_escape DW_CFA_expression, reg, 2, DW_OP_breg_rdi, off
 
-/* MXCSR bits 0-5 are sticky exception flags (caller-saved status, set by ordinary FP
- * arithmetic); only bits 6 and up are control state worth a reload. */
-#define MXCSR_STATUS_BITS 0x3f
-
 /* ---------------------------------------------------------------------------------------
  * usize gort_switch(Context *from [rdi], const Context *to [rsi], usize val [rdx])
  *
- * Contract: saves the callee-saved state (rbx rbp r12-r15, rsp, resume pc, MXCSR, x87 CW)
- * into *from and resumes *to with rax = val. Runs on the caller's stack until it loads
- * to->rsp; "returns" (into from's caller) only when someone switches back to *from.
- * Clobbers rax rcx (plus whatever the System V ABI lets any call clobber).
+ * Contract: the out-of-line (C-callable) form of the switch that src/arch/x86_64.rs inlines
+ * at every Rust call site; both write and read Contexts the same way, so either may resume
+ * a context the other suspended. Saves rbx rbp r12-r15, rsp and the resume pc into *from
+ * (plus MXCSR and the x87 CW if *from owns its FP control), loads *to's, and resumes *to
+ * with rax = val. Runs on the caller's stack until it loads to->rsp; "returns" only when
+ * some context switches back into *from. Clobbers what any System V call may clobber.
  */
         .globl  gort_switch
         .hidden gort_switch
@@ -56,8 +56,6 @@ gort_switch:
         mov     [rdi + CTX_R13], r13
         mov     [rdi + CTX_R14], r14
         mov     [rdi + CTX_R15], r15
-        stmxcsr [rdi + CTX_MXCSR]
-        fnstcw  [rdi + CTX_X87CW]
 
         /* From here on the caller's frame is described by *from alone (rdi is never
          * written): CFA = from->rsp, and every callee-saved register and the return
@@ -72,35 +70,71 @@ gort_switch:
         CFI_SAVED_IN_FROM(DW_R14, CTX_R14)
         CFI_SAVED_IN_FROM(DW_R15, CTX_R15)
 
-        /* Load *to's callee-saved registers. */
+        /* FP control only if either side owns it (rare: a predicted-not-taken branch). */
+        movzx   ecx, word ptr [rdi + CTX_FLAGS]
+        or      cx, word ptr [rsi + CTX_FLAGS]
+        jnz     .Lswitch_fp_control
+.Lload_to:
+        /* Load *to's callee-saved registers, its stack, and go. */
         mov     rbx, [rsi + CTX_RBX]
         mov     rbp, [rsi + CTX_RBP]
         mov     r12, [rsi + CTX_R12]
         mov     r13, [rsi + CTX_R13]
         mov     r14, [rsi + CTX_R14]
         mov     r15, [rsi + CTX_R15]
-
-        /* FP control: ldmxcsr/fldcw are slow (serialising microcode), and the two sides
-         * almost always agree, so reload only when a control bit differs. */
-        mov     ecx, [rdi + CTX_MXCSR]
-        xor     ecx, [rsi + CTX_MXCSR]
-        test    ecx, ~MXCSR_STATUS_BITS
-        jnz     .Lreload_fp_control
-        movzx   ecx, word ptr [rdi + CTX_X87CW]
-        cmp     cx, [rsi + CTX_X87CW]
-        jne     .Lreload_fp_control
-.Lresume:
-        /* Resume *to: its stack, then its pc. `jmp`, not `ret`: see src/arch/mod.rs. */
         mov     rax, rdx
         mov     rsp, [rsi + CTX_RSP]
         jmp     qword ptr [rsi + CTX_PC]
 
-.Lreload_fp_control:
-        ldmxcsr [rsi + CTX_MXCSR]
-        fldcw   [rsi + CTX_X87CW]
-        jmp     .Lresume
+.Lswitch_fp_control:
+        /* rsp still points at our return address: one more call is fine here. */
+        call    gort_switch_fp_control
+        jmp     .Lload_to
         .cfi_endproc
         .size   gort_switch, . - gort_switch
+
+/* ---------------------------------------------------------------------------------------
+ * gort_switch_fp_control(Context *from [rdi], const Context *to [rsi])
+ *
+ * Contract: the FP-control half of a switch, called (on the current stack, 16-byte aligned
+ * or not: it uses no stack beyond its return address) by gort_switch and by the inline
+ * switch when *from or *to has FLAG_OWNS_FP_CONTROL. If *from owns its FP control, stores
+ * MXCSR and the x87 CW into it; then loads *to's if *to owns its FP control, else the ABI
+ * defaults. Preserves every register except rax, rcx and flags (rdi, rsi, rdx survive).
+ */
+        .globl  gort_switch_fp_control
+        .hidden gort_switch_fp_control
+        .type   gort_switch_fp_control, @function
+        .p2align 4
+gort_switch_fp_control:
+        .cfi_startproc
+        test    word ptr [rdi + CTX_FLAGS], FLAG_OWNS_FP_CONTROL
+        jz      1f
+        stmxcsr [rdi + CTX_MXCSR]
+        fnstcw  [rdi + CTX_X87CW]
+1:
+        /* Load unconditionally: comparing first means reading back what stmxcsr just
+         * wrote, a stall that costs more than the reload it would save (and an unchanged
+         * value is the cheap case of ldmxcsr/fldcw anyway). */
+        lea     rax, [rip + .Lfp_control_defaults]
+        test    word ptr [rsi + CTX_FLAGS], FLAG_OWNS_FP_CONTROL
+        cmovnz  rax, rsi
+        ldmxcsr [rax + CTX_MXCSR]
+        fldcw   [rax + CTX_X87CW]
+        ret
+        .cfi_endproc
+        .size   gort_switch_fp_control, . - gort_switch_fp_control
+
+/* The FP control of a non-owning context, laid out like the FP words of a Context (so the
+ * loads above address both through CTX_MXCSR / CTX_X87CW). */
+        .section .rodata
+        .p2align 3
+.Lfp_control_defaults:
+        .org    .Lfp_control_defaults + CTX_MXCSR
+        .long   MXCSR_DEFAULT
+        .org    .Lfp_control_defaults + CTX_X87CW
+        .short  X87CW_DEFAULT
+        .text
 
 /* ---------------------------------------------------------------------------------------
  * gort_goroutine_entry: where the first switch into a fresh context lands (init sets

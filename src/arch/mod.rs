@@ -74,35 +74,58 @@
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86_64::{Context, current_sp, init};
+use x86_64 as imp;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 #[cfg(target_arch = "aarch64")]
-pub(crate) use aarch64::{Context, current_sp, init};
+use aarch64 as imp;
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("gort supports x86_64 and aarch64 only (see build.rs)");
 
+#[cfg_attr(
+    not(test),
+    allow(
+        unused_imports,
+        reason = "for the scheduler's stack headroom checks, not wired yet"
+    )
+)]
+pub(crate) use imp::current_sp;
+pub(crate) use imp::{Context, init};
+
 #[allow(
     dead_code,
-    reason = "holds the offsets of every architecture; each build uses one of them, and `ALL` is read by build.rs"
+    reason = "holds the constants of every architecture; each build uses one of them, and `ALL` is read by build.rs"
 )]
 mod offsets;
 
 unsafe extern "C" {
-    /// `asm/<arch>/switch.S`: saves the callee-saved state into `*from` and resumes `*to`.
+    /// `asm/<arch>/switch.S`: the out-of-line, C-callable form of [`switch`]; Rust code
+    /// uses the inline form (same sequence, same `Context` protocol: each can resume what
+    /// the other suspended). Kept for assembly and C callers (the C harness in
+    /// `asm/harness/`) and as the reference with exact CFI.
     ///
     /// - Stack: starts on the caller's stack, ends on `*to`'s; never touches `*to`'s stack
     ///   memory itself (a fresh context's stack is first written by its entry function).
     /// - Returns: only when another context switches back into `*from`; then it returns the
     ///   `val` *that* switch passed. (For a fresh `*to` the `val` passed here is dropped.)
-    /// - Clobbers: what any C call may clobber (the caller-saved registers, flags, and
-    ///   vector registers beyond the callee-saved ones); callee-saved registers and FP
-    ///   control come back as they were.
-    /// - Callers: [`switch`] only. Not async-signal-safe to use *from* a signal handler
-    ///   unless the interrupted code expects it (the preemption trampoline arranges that).
+    /// - Clobbers: what any C call may clobber; callee-saved registers come back as they
+    ///   were, and FP control too if `*from` owns it.
+    /// - Callers: assembly, C, tests. Same safety contract as [`switch`].
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "Rust code uses the inline switch")
+    )]
     fn gort_switch(from: *mut Context, to: *const Context, val: usize) -> usize;
+
+    /// `asm/<arch>/switch.S`: the FP-control half of a switch, taken when `*from` or `*to`
+    /// owns its FP control: saves `*from`'s if it owns it, then loads `*to`'s if it owns
+    /// it, else the ABI defaults. Runs on the current stack (needs only its return
+    /// address); preserves all registers except two scratch ones (x86_64 rax/rcx, aarch64
+    /// x9/x10) and flags. Callers: the switch sequences only (it has no C signature:
+    /// declared here so the inline switch can name it as a `sym` operand).
+    fn gort_switch_fp_control();
 
     /// `asm/<arch>/switch.S`: the first resume address of a fresh context ([`init`] stores
     /// its address). Never called as a function, never returns: it calls the entry
@@ -114,13 +137,16 @@ unsafe extern "C" {
 
 /// The address [`init`] stores as a fresh context's resume address.
 fn goroutine_entry_address() -> usize {
-    gort_goroutine_entry as usize
+    gort_goroutine_entry as *const () as usize
 }
 
 /// Saves the current callee-saved state into `*from` and resumes `*to`.
 ///
 /// Returns when some other context switches back into `*from`; the result is the `val`
 /// that switch passed. When `*to` is fresh from [`init`], `val` is ignored.
+///
+/// Inlined into every caller (the sequence is ~20 instructions): the indirect jump that
+/// resumes `*to` then sits at the call site, where the branch predictor can learn it.
 ///
 /// # Safety
 ///
@@ -133,9 +159,13 @@ fn goroutine_entry_address() -> usize {
 ///   rules already guarantee for a function call that does not return for a while.
 #[inline(always)]
 pub(crate) unsafe fn switch(from: *mut Context, to: *const Context, val: usize) -> usize {
-    // SAFETY: the caller upholds gort_switch's contract (see `# Safety`); to the compiler
-    // this is an ordinary C call that preserves the callee-saved registers.
-    unsafe { gort_switch(from, to, val) }
+    debug_assert!(
+        // SAFETY: `to` is fresh or suspended (caller's contract), so it may be read.
+        unsafe { (*to).is_resumable() },
+        "switch into a never-run Context"
+    );
+    // SAFETY: forwarded contract (see `# Safety`).
+    unsafe { imp::switch(from, to, val) }
 }
 
 #[cfg(test)]
@@ -204,13 +234,15 @@ pub(crate) mod tests {
     /// forever (it is never resumed after that).
     unsafe extern "C" fn triple_plus_one(arg: usize) -> ! {
         let pair = arg as *mut Pair;
-        // SAFETY (all switches below): `pair` outlives this context (the test waits for
-        // DONE before dropping it); `co` is ours, `main` is suspended in the test.
+        // SAFETY: `pair` outlives this context (the test waits for DONE before dropping
+        // it); `co` is ours, `main` is suspended in the test.
         let mut v = unsafe { switch(&raw mut (*pair).co, &raw const (*pair).main, 1) };
         while v != DONE {
+            // SAFETY: as above.
             v = unsafe { switch(&raw mut (*pair).co, &raw const (*pair).main, 3 * v + 1) };
         }
         loop {
+            // SAFETY: as above.
             unsafe { switch(&raw mut (*pair).co, &raw const (*pair).main, DONE) };
         }
     }
@@ -288,6 +320,50 @@ pub(crate) mod tests {
         }
     }
 
+    struct SpProbe {
+        main: Context,
+        co: Context,
+        sp: usize,
+    }
+
+    unsafe extern "C" fn record_sp(arg: usize) -> ! {
+        let probe = arg as *mut SpProbe;
+        loop {
+            // SAFETY: the test keeps `probe` alive and is suspended in `switch`.
+            unsafe {
+                (*probe).sp = current_sp();
+                switch(&raw mut (*probe).co, &raw const (*probe).main, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn current_sp_is_on_the_running_contexts_stack() {
+        let stack = TestStack::new(64 * 1024);
+        let mut probe = Box::new(SpProbe {
+            main: Context::new(),
+            co: Context::new(),
+            sp: 0,
+        });
+        let p = &raw mut *probe;
+        // SAFETY: as in the ping-pong test.
+        unsafe {
+            init(&raw mut (*p).co, stack.top(), record_sp, p as usize);
+            switch(&raw mut (*p).main, &raw const (*p).co, 0);
+        }
+        let top = stack.top() as usize;
+        assert!(
+            probe.sp < top && probe.sp > top - 4096,
+            "sp {:#x}, top {top:#x}",
+            probe.sp
+        );
+        let here = current_sp();
+        assert!(
+            here < top - 64 * 1024 || here > top,
+            "the test thread is not on that stack"
+        );
+    }
+
     /// What the backtrace test's context saw.
     struct Traced {
         main: Context,
@@ -333,7 +409,10 @@ pub(crate) mod tests {
         // The walk stopped at the trampoline: nothing of the test thread's own stack.
         assert!(!trace.contains("backtrace_inside_a_goroutine"), "{trace}");
         assert!(!trace.contains("thread_start"), "{trace}");
-        let frames = trace.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count();
+        let frames = trace
+            .lines()
+            .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            .count();
         assert!(frames < 40, "{frames} frames:\n{trace}");
     }
 }

@@ -1,4 +1,4 @@
-//! `Context` field offsets shared by Rust and assembly: the one place they are written down.
+//! `Context` offsets and constants shared by Rust and assembly: the one place they are written.
 //!
 //! Three readers, one source:
 //! - `build.rs` loads this file as a module (`#[path]`) and passes every entry of the target
@@ -14,24 +14,24 @@
 //! extraction cannot disagree with what rustc sees. The whole file is plain `const` data:
 //! it has no dependencies and must stay compilable by the host for `build.rs`.
 
-/// Declares the offsets of one architecture as `pub const NAME: usize = value;` items plus
+/// Declares the constants of one architecture as `pub const NAME: usize = value;` items plus
 /// `ALL`, the same list as `(name, value)` pairs for `build.rs`.
 macro_rules! asm_offsets {
     ($($(#[$doc:meta])* $name:ident = $value:literal;)*) => {
         $($(#[$doc])* pub const $name: usize = $value;)*
 
-        /// Every offset above by name, for `build.rs` (`-D NAME=value`).
+        /// Every constant above by name, for `build.rs` (`-D NAME=value`).
         pub const ALL: &[(&str, usize)] = &[$((stringify!($name), $name)),*];
     };
 }
 
-/// x86_64 `Context` layout (see `src/arch/x86_64.rs`). All slots are 8 bytes except the FP
-/// control pair at `CTX_FPCTL`, which `gort_switch` compares as one 8-byte word.
+/// x86_64 `Context` layout (see `src/arch/x86_64.rs`). All slots are 8 bytes except the
+/// FP control words and the flags, which share the last 8-byte word.
 pub mod x86_64 {
     asm_offsets! {
-        /// Stack pointer to resume with (the value after the `ret` of the saving call).
+        /// Stack pointer to resume with.
         CTX_RSP = 0;
-        /// Address to resume at (the return address of the saving call).
+        /// Address to resume at.
         CTX_PC = 8;
         /// rbx. For a fresh context: the entry function.
         CTX_RBX = 16;
@@ -45,14 +45,21 @@ pub mod x86_64 {
         CTX_R14 = 48;
         /// r15.
         CTX_R15 = 56;
-        /// MXCSR (u32), then the x87 control word (u16), then 2 zero bytes: one 8-byte word.
-        CTX_FPCTL = 64;
-        /// The MXCSR half of the FP control word pair.
+        /// MXCSR (u32), saved and loaded only for contexts that own their FP control.
         CTX_MXCSR = 64;
-        /// The x87 control word half of the FP control word pair.
+        /// x87 control word (u16), likewise.
         CTX_X87CW = 68;
+        /// Flags (u16): `FLAG_OWNS_FP_CONTROL`.
+        CTX_FLAGS = 70;
         /// `size_of::<Context>()`.
         CTX_SIZE = 72;
+        /// `CTX_FLAGS` bit: this context owns its FP control state (see `src/arch/mod.rs`).
+        FLAG_OWNS_FP_CONTROL = 1;
+        /// MXCSR at process start and the FP control every non-owning context runs with:
+        /// all exceptions masked, round to nearest, no FTZ/DAZ.
+        MXCSR_DEFAULT = 0x1f80;
+        /// x87 control word likewise: all exceptions masked, 64-bit precision, nearest.
+        X87CW_DEFAULT = 0x037f;
     }
 }
 
@@ -74,12 +81,15 @@ pub mod aarch64 {
         CTX_X27 = 64;
         /// x29, the frame pointer (pair x29/x30; zero for a fresh context).
         CTX_FP = 80;
-        /// x30, the link register: the address to resume at.
+        /// x30, the link register slot: the address to resume at.
         CTX_LR = 88;
-        /// Stack pointer to resume with (pair sp/fpcr).
+        /// Stack pointer to resume with.
         CTX_SP = 96;
-        /// FPCR (the 64-bit system register value).
+        /// FPCR (u32: its upper half is RES0), saved and loaded only for contexts that own
+        /// their FP control.
         CTX_FPCR = 104;
+        /// Flags (u32): `FLAG_OWNS_FP_CONTROL`.
+        CTX_FLAGS = 108;
         /// d8 (pair d8/d9).
         CTX_D8 = 112;
         /// d10 (pair d10/d11).
@@ -90,5 +100,10 @@ pub mod aarch64 {
         CTX_D14 = 160;
         /// `size_of::<Context>()`.
         CTX_SIZE = 176;
+        /// `CTX_FLAGS` bit: this context owns its FP control state (see `src/arch/mod.rs`).
+        FLAG_OWNS_FP_CONTROL = 1;
+        /// FPCR at process start and the value every non-owning context runs with: round
+        /// to nearest, no flush-to-zero, no default-NaN, exceptions untrapped.
+        FPCR_DEFAULT = 0;
     }
 }

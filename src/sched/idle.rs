@@ -7,9 +7,10 @@
 //! * [`startm`] / [`stopm`]: hand a P to an idle (or new) M and wake it / put an M to sleep.
 //! * [`pidleput`] / [`pidleget`]: the idle-P list, under the scheduler lock.
 
-use crate::loom::{Ordering, fence};
+use crate::loom::Ordering;
 use crate::sched::m::{self, M};
 use crate::sched::p::{P, PStatus};
+use crate::sched::spin;
 use crate::sched::{Sched, Synced, fatal, fatal_fmt};
 use std::sync::Arc;
 
@@ -18,13 +19,16 @@ pub(crate) fn pidleput(s: &Sched, sy: &mut Synced, p: *mut P) {
     // SAFETY: the caller held `p` (Running) and is giving it up under the lock.
     let pr = unsafe { &*p };
     if !pr.runq.is_empty() {
-        fatal_fmt(format_args!("P{} put idle with a non-empty run queue", pr.id));
+        fatal_fmt(format_args!(
+            "P{} put idle with a non-empty run queue",
+            pr.id
+        ));
     }
     pr.cas_status(PStatus::Running, PStatus::Idle);
     sy.pidle.push(p);
-    // Relaxed: npidle is a hint for lock-free readers; authoritative changes happen under
-    // the lock, which also orders them for lock holders.
-    s.npidle.fetch_add(1, Ordering::Relaxed);
+    // SeqCst: read lock-free by `wakep` as part of the wake-up protocol's total order (see
+    // the comment there); changes happen under the lock.
+    s.npidle.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Take an idle P (status stays Idle until `acquirep`). Scheduler lock held.
@@ -33,8 +37,8 @@ pub(crate) fn pidleget(s: &Sched, sy: &mut Synced) -> Option<*mut P> {
     while let Some(p) = sy.pidle.pop() {
         // SAFETY: Ps are never freed while the scheduler lives.
         let pr = unsafe { &*p };
-        // Relaxed: see pidleput.
-        s.npidle.fetch_sub(1, Ordering::Relaxed);
+        // SeqCst: see pidleput.
+        s.npidle.fetch_sub(1, Ordering::SeqCst);
         if pr.id >= procs {
             // Retired by a GOMAXPROCS decrease while idle.
             pr.cas_status(PStatus::Idle, PStatus::Dead);
@@ -71,16 +75,20 @@ pub(crate) fn releasep(m: &M) -> *mut P {
 
 /// Submitter's half of the protocol: a G was just published on a local run queue; make sure
 /// some M will look for it. Cheap when an M is already spinning or no P is idle.
+///
+/// The caller published the G with a SeqCst RMW (`runqput(.., next = true)`), which is the
+/// store half of the submitter's StoreLoad (see `spin.rs`).
 #[inline]
 pub(crate) fn wakep(s: &Sched) {
-    // SeqCst: the StoreLoad half of the Dekker pattern with `drop_spinning` — our G was
-    // published (runnext swap, SeqCst) before this load; the spinner decrements (SeqCst)
-    // before re-reading the queues. One of us sees the other.
-    if s.nmspinning.load(Ordering::SeqCst) != 0 {
+    // SeqCst: skips the protocol when no P is idle (every P's M is running and will find the
+    // G). A spinner increments npidle (SeqCst, in pidleput) before its SeqCst decrement of
+    // nmspinning, so in the total order either this load sees the idle P, or our runnext
+    // swap precedes the spinner's fence and its re-check sees the G. Free on x86_64 (a plain
+    // load); Go's `ready` made the same two loads before its wakep.
+    if s.npidle.load(Ordering::SeqCst) == 0 {
         return;
     }
-    // Relaxed: hint; re-checked under the lock in pidleget.
-    if s.npidle.load(Ordering::Relaxed) == 0 {
+    if !spin::claim_spinner(&s.nmspinning) {
         return;
     }
     wakep_slow(s);
@@ -88,14 +96,6 @@ pub(crate) fn wakep(s: &Sched) {
 
 #[inline(never)]
 fn wakep_slow(s: &Sched) {
-    // SeqCst: the spinner count takes part in the Dekker pattern above.
-    if s
-        .nmspinning
-        .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
-        .is_err()
-    {
-        return;
-    }
     let p = {
         let mut sy = s.lock();
         pidleget(s, &mut sy)
@@ -103,8 +103,7 @@ fn wakep_slow(s: &Sched) {
     match p {
         Some(p) => startm(s, p, true),
         None => {
-            // SeqCst: undo our spinner slot (same total order as above).
-            s.nmspinning.fetch_sub(1, Ordering::SeqCst);
+            spin::release_spinner(&s.nmspinning);
         }
     }
 }
@@ -216,9 +215,7 @@ pub(crate) fn stopm(m: &M) -> bool {
 pub(crate) fn reset_spinning(m: &M) {
     m.spinning.set(false);
     let s = &*m.sched;
-    // SeqCst: part of the spinner-count total order (see wakep).
-    let prev = s.nmspinning.fetch_sub(1, Ordering::SeqCst);
-    if prev == 0 {
+    if spin::release_spinner(&s.nmspinning) == 0 {
         fatal("nmspinning underflow");
     }
     wakep(s);
@@ -229,11 +226,7 @@ pub(crate) fn reset_spinning(m: &M) {
 pub(crate) fn drop_spinning(m: &M) {
     m.spinning.set(false);
     let s = &*m.sched;
-    // SeqCst: the decrement must precede (in the single total order) our re-reads of the
-    // queues; the fence makes the following Acquire loads of ring indices ordered after it.
-    let prev = s.nmspinning.fetch_sub(1, Ordering::SeqCst);
-    if prev == 0 {
+    if spin::stop_spinning(&s.nmspinning) == 0 {
         fatal("nmspinning underflow");
     }
-    fence(Ordering::SeqCst);
 }

@@ -59,6 +59,7 @@ pub(crate) mod p;
 pub(crate) mod park;
 #[cfg(not(loom))]
 pub(crate) mod schedule;
+pub(crate) mod spin;
 #[cfg(not(loom))]
 pub(crate) mod task;
 

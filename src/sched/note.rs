@@ -112,21 +112,4 @@ impl Note {
             }
         }
     }
-
-    /// Owner only: block until `wake` or the timeout; true if signalled.
-    #[cfg(not(loom))]
-    pub(crate) fn sleep_timeout(&self, d: Duration) -> bool {
-        let deadline = std::time::Instant::now() + d;
-        loop {
-            // Acquire: pairs with the Release swap in `wake`.
-            if self.key.load(Ordering::Acquire) != 0 {
-                return true;
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            futex_wait(&self.key, 0, Some(deadline - now));
-        }
-    }
 }

@@ -82,7 +82,7 @@
 //! | owner's `head` load in `pop` | Relaxed | — | it reads only slots it wrote itself; a stale `h` just fails the CAS |
 //! | owner puts into `runnext` (swap) | SeqCst | a thief's CAS-acquire, observers' load-acquire; the idle protocol's SeqCst ops | the item's contents are visible to the thief that takes it; the wake-up Dekker (below) |
 //! | owner clears `runnext` in `pop` (CAS) | Release | observers' load-acquire | see *Emptiness* |
-//! | thief clears `runnext` (CAS) | Acquire | the owner's swap-release | the item's contents |
+//! | thief clears `runnext` (CAS) | Acquire | the owner's swap (its release half) | the item's contents |
 //!
 //! Each pair above is a plain message-passing edge, except one: the cross-variable "did anyone
 //! see my store" question of the spinning-M dance (`sched/mod.rs`) needs a StoreLoad barrier
@@ -96,9 +96,9 @@
 //!
 //! An observer must not report an empty queue while an item is only being moved inside it.
 //! The trap (Go's comment): `runnext = G1`, ring empty. The observer reads `head == tail`;
-//! the owner runs `push(G2, true)`, which kicks G1 into the ring, then `pop`, which takes G2 out of
-//! `runnext`; the observer then reads `runnext == null` and would conclude "empty" although G1
-//! never left. So the observer reads `head`, `tail`, `runnext`, then `tail` again, and trusts
+//! the owner runs `push(G2, true)`, which kicks G1 into the ring, then `pop`, which takes G2
+//! out of `runnext`; the observer then reads `runnext == null` and would conclude "empty"
+//! although G1 never left. So the observer reads `head`, `tail`, `runnext`, then `tail` again, and trusts
 //! the snapshot only if both `tail` reads agree. Argument: G1's kick stores `tail = t0 + 1`
 //! before the `pop` clears `runnext` with a release CAS. If the observer's acquire load of
 //! `runnext` reads that null, the kick's tail store happens before the second `tail` read,
@@ -126,9 +126,10 @@
 //! - **Chase–Lev work-stealing deque** (owner pushes and pops at the same end): LIFO for the
 //!   owner starves the oldest Gs, and its pop needs a SeqCst fence against thieves. Go's FIFO
 //!   ring plus `runnext` keeps fairness and the producer/consumer locality without that fence.
-//! - **tokio's packed head** (a `u64` of "real head" and "steal head", so a thief claims
-//!   slots before copying them and the owner waits): it makes thieves' copies race-free, but
-//!   every pop then CASes a 64-bit pair and a stalled thief blocks the owner's overflow path.
+//! - **tokio's packed head** (a `u64` of "real head" and "steal head": a thief claims slots
+//!   before copying them, and the owner does not reuse them until it is done): thieves'
+//!   copies never race, but every pop CASes the pair, and while a steal is in flight the owner
+//!   cannot move half the ring out, so overflow goes to the global queue one item at a time.
 //!   Go's optimistic copy is simpler, and a failed copy costs at most 128 discarded loads.
 //! - **Spilling one item at a time** to the global queue when full: Go moves half the ring in
 //!   one locked splice so a producer in a tight loop takes the global lock once per 128 items.
@@ -941,7 +942,11 @@ mod tests {
     #[test]
     fn stress_owner_vs_three_thieves() {
         // About 0.3 s in a debug build and 0.1 s in release on the 2-core machine.
-        const N: usize = if cfg!(debug_assertions) { 200_000 } else { 1_000_000 };
+        const N: usize = if cfg!(debug_assertions) {
+            200_000
+        } else {
+            1_000_000
+        };
         const THIEVES: usize = 3;
         let it: Arc<Vec<Item>> = Arc::new(items(N));
         let seen: Arc<Vec<AtomicU8>> = Arc::new((0..N).map(|_| AtomicU8::new(0)).collect());
@@ -1052,6 +1057,14 @@ mod tests {
 /// Loom models (ring of 4). Run with `.ci/loom.sh` (or `RUSTFLAGS="--cfg loom" cargo test
 /// --release --lib runq`). Every model checks that each item is taken exactly once and that
 /// its payload, written before the push, is visible to whoever takes it.
+///
+/// Weakening any of these to Relaxed makes a model fail: the owner's `tail` release store, a
+/// thief's `tail` acquire load, the `runnext` swap, a thief's `runnext` CAS-acquire, `pop`'s
+/// `runnext` CAS-release; so does dropping the `tail` re-check of `snapshot`. One pair is out
+/// of loom's reach: the consumers' `head` CAS-release against the owner's `head` load-acquire
+/// orders a consumer's slot *reads* before the owner's later overwrite, and loom never lets a
+/// load read a store that executes after it (load buffering), so it cannot show the failure.
+/// That pair rests on the argument in the module docs.
 #[cfg(all(test, loom))]
 mod loom_models {
     use super::test_support::{Item, assert_exactly_once, items, prepare, take};

@@ -135,7 +135,8 @@ fn execute(m: &M, g: *mut G, mut inherit: bool) {
                 // SAFETY: the G finished; its struct is ours.
                 unsafe {
                     (*g).set_status(Status::Dead);
-                    (*g).task_ptr = std::ptr::null::<crate::sched::task::NoTask>() as *const dyn Task;
+                    (*g).task_ptr =
+                        std::ptr::null::<crate::sched::task::NoTask>() as *const dyn Task;
                     (*g).name = None;
                 }
                 gfput(s, pr, g);
@@ -263,8 +264,7 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
         if m.spinning.get() || 2 * s.nmspinning.load(Ordering::Relaxed) < busy {
             if !m.spinning.get() {
                 m.spinning.set(true);
-                // SeqCst: spinner count is part of the wake-up protocol's total order.
-                s.nmspinning.fetch_add(1, Ordering::SeqCst);
+                crate::sched::spin::start_spinning(&s.nmspinning);
             }
             if let Some(g) = steal_work(m, s, pr) {
                 PCounters::bump(&pr.counters.steals);
@@ -304,8 +304,7 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
                     if let Some(pnew) = pnew {
                         acquirep(m, pnew);
                         m.spinning.set(true);
-                        // SeqCst: as in step 4.
-                        s.nmspinning.fetch_add(1, Ordering::SeqCst);
+                        crate::sched::spin::start_spinning(&s.nmspinning);
                         continue 'top;
                     }
                     break;
@@ -642,8 +641,7 @@ fn scavenge(s: &Sched) {
             }
         }
         // Relaxed: heuristics; stopping early only delays the scavenging.
-        if s.runqsize.load(Ordering::Relaxed) > 0 || s.npidle.load(Ordering::Relaxed) < s.procs()
-        {
+        if s.runqsize.load(Ordering::Relaxed) > 0 || s.npidle.load(Ordering::Relaxed) < s.procs() {
             return;
         }
     }
@@ -678,6 +676,13 @@ pub(crate) fn sum_counters(s: &Sched) -> [u64; 9] {
     t
 }
 
+/// Goroutines in the local run queues of the active Ps (racy snapshot).
+pub(crate) fn local_queued(s: &Sched) -> usize {
+    let n = (s.nprocs_created.load(Ordering::Acquire) as usize).min(s.procs() as usize);
+    // SAFETY: created Ps live as long as the scheduler.
+    (0..n).map(|i| unsafe { &*s.p(i) }.runq.len()).sum()
+}
+
 /// Number of live goroutines (spawned, not yet finished).
 pub(crate) fn live_goroutines(s: &Sched) -> usize {
     let t = sum_counters(s);
@@ -685,4 +690,3 @@ pub(crate) fn live_goroutines(s: &Sched) -> usize {
     let spawned = t[0] + s.spawned_outside.load(Ordering::Relaxed);
     spawned.saturating_sub(t[1]) as usize
 }
-

@@ -36,6 +36,9 @@
 //!
 //! - `MADV_GUARD_INSTALL` (Linux 6.13+, preferred): the guard is a marker in the page table
 //!   and the slab stays **one** VMA however many guards it holds.
+//!   The choice is probed once per process on a scratch mapping, and the probe checks that
+//!   the guard really refuses access (a `write(2)` from it fails with EFAULT): qemu-user
+//!   accepts unknown advice as a no-op, which would leave stacks unguarded.
 //! - `mprotect(PROT_NONE)` (older kernels, or `GORT_STACK_GUARD=mprotect`): each guard splits
 //!   the mapping, so every slab holds a single stack and costs two VMAs. The kernel's
 //!   `vm.max_map_count` (65530 by default) then caps live goroutines near 32k; hitting it

@@ -434,13 +434,18 @@ pub(super) fn enomem_message(
     rlimit_as: Option<u64>,
 ) -> String {
     let size = HumanSize(size);
-    if mode == GuardMode::Mprotect && usage.at_limit() {
+    // In mprotect mode the map count is the suspect if the count says so, and also when
+    // no address-space limit is set: `MAP_NORESERVE` mappings are not charged to overcommit,
+    // so what else runs out is the mapping count (and /proc/self/maps may under-report it,
+    // e.g. under qemu-user, which shows only the guest's mappings).
+    if mode == GuardMode::Mprotect && (usage.at_limit() || rlimit_as.is_none()) {
         let max = usage
             .max
             .map_or_else(|| "unknown".to_owned(), |max| max.to_string());
-        let count = usage
-            .count
-            .map_or_else(String::new, |count| format!(", {count} in use"));
+        let count = match usage.count {
+            Some(count) if usage.at_limit() => format!(", {count} in use"),
+            _ => String::new(),
+        };
         let cap = usage
             .max
             .map_or_else(String::new, |max| format!(" near {}", max / 2));
