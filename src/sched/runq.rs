@@ -406,6 +406,7 @@ impl<T> RunQueue<T> {
     /// `dst`, though the scheduler only steals when its own queue is empty. Stealing from
     /// oneself is a fatal error.
     #[inline]
+    #[cfg(any(test, loom))]
     pub(crate) fn steal_into(&self, dst: &RunQueue<T>, steal_runnext: bool) -> Option<NonNull<T>> {
         self.steal_into_with(dst, steal_runnext, || {})
     }

@@ -374,7 +374,15 @@ fn steal_work(m: &M, s: &Sched, pr: &P) -> Option<*mut G> {
             if std::ptr::eq(victim, pr) || victim.status() != PStatus::Running {
                 continue;
             }
-            if let Some(g) = victim.runq.steal_into(&pr.runq, steal_runnext) {
+            // Go's rule: before taking a running victim's `runnext`, wait ~3 µs — it is most
+            // likely about to run it itself (a G it just readied), and stealing it would only
+            // move the ping-pong pair apart.
+            let delay = || {
+                if victim.status() == PStatus::Running {
+                    std::thread::sleep(std::time::Duration::from_micros(3));
+                }
+            };
+            if let Some(g) = victim.runq.steal_into_with(&pr.runq, steal_runnext, delay) {
                 return Some(g.as_ptr());
             }
         }
@@ -445,7 +453,9 @@ fn globrunqget(s: &Sched, sy: &mut Synced, p: &P, max: usize) -> Option<*mut G> 
     if k > 0 {
         let items: Vec<NonNull<G>> = batch[..k].iter().map(|g| g.unwrap()).collect();
         p.runq.push_batch(&items, |rest| {
-            for g in rest {
+            // Back to the front of the global queue, keeping their order.
+            let rest: Vec<NonNull<G>> = rest.collect();
+            for g in rest.into_iter().rev() {
                 // SAFETY: returned to the global queue we hold the lock of.
                 unsafe { sy.runq.push_front(g.as_ptr()) };
             }
