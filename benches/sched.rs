@@ -4,8 +4,9 @@
 //! - `yield_pingpong/procs1`: two goroutines on one P, each calling `yield_now` in a loop;
 //!   time per switch (one yield = one switch to the other goroutine and back through g0).
 //! - `spawn/procs1`, `spawn/procs2`: a goroutine spawns empty goroutines in batches of
-//!   [`BATCH`] and waits for each batch (countdown polled with `yield_now`); time per
-//!   goroutine spawned, run and completed. Batches keep the live set small, so this is the
+//!   [`BATCH`] and joins each batch; time per goroutine spawned, run and joined. (Waiting
+//!   by polling a countdown with `yield_now` was rejected: with 2 Ps the poller's P keeps
+//!   re-running the poller instead of stealing, which measures the harness, not gort.) Batches keep the live set small, so this is the
 //!   warm, free-list path (the cold 1M case is `examples/bench.rs spawn`).
 //! - `spawn_join/procs1`, `spawn_join/procs2`: a goroutine spawns one goroutine and joins it;
 //!   time per spawn + run + join (the joiner parks unless the child already finished).
@@ -17,7 +18,6 @@
 //!
 //! Run: `cargo bench --bench sched` (about 1 minute).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -55,31 +55,21 @@ fn yield_pingpong(rt: &gort::Runtime, iters: u64) -> Duration {
     d.mul_f64(iters as f64 / (2 * per) as f64)
 }
 
-/// Goroutines of the current spawn batch not yet finished. A static rather than an `Arc`
-/// (benchmarks run one at a time): the goroutine's closure is then one atomic decrement, as
-/// Go's `wg.Done()`, with no reference count traffic on the same cache line.
-static LEFT: AtomicUsize = AtomicUsize::new(0);
-
-/// Spawn `iters` empty goroutines in batches of `BATCH`, waiting for each batch.
+/// Spawn `iters` empty goroutines in batches of `BATCH`, joining each batch (in spawn order:
+/// the joiner parks on the first unfinished goroutine and finds most of the rest finished).
 fn spawn_batches(rt: &gort::Runtime, iters: u64) -> Duration {
     rt.block_on(move || {
-        let left = &LEFT;
+        let mut handles = Vec::with_capacity(BATCH as usize);
         let t0 = Instant::now();
         let mut todo = iters;
         while todo > 0 {
             let k = todo.min(BATCH);
             todo -= k;
-            // Relaxed: no goroutine of this batch exists yet; spawn publishes the store.
-            left.store(k as usize, Ordering::Relaxed);
             for _ in 0..k {
-                drop(gort::go(|| {
-                    // Release: pairs with the acquire load of the waiting loop.
-                    LEFT.fetch_sub(1, Ordering::Release);
-                }));
+                handles.push(gort::go(|| ()));
             }
-            // Acquire: pairs with the goroutines' release decrements.
-            while left.load(Ordering::Acquire) != 0 {
-                gort::yield_now();
+            for h in handles.drain(..) {
+                h.join().expect("empty goroutine panicked");
             }
         }
         t0.elapsed()

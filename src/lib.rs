@@ -15,8 +15,9 @@
 //! ```
 //!
 //! Layout: `arch` (context switch, with the assembly in `asm/`), `stack` (mmap'd stacks),
-//! `sched` (G, M, P, run queues, the scheduler loop, parking), `runtime` (configuration,
-//! default runtime, shutdown), `stats`. See DESIGN.md for the architecture.
+//! `sched` (G, M, P, run queues, the scheduler loop, parking), `time` (per-P timer heaps,
+//! sleep, timers, tickers), `runtime` (configuration, default runtime, shutdown), `stats`. See
+//! DESIGN.md for the architecture.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -36,6 +37,8 @@ pub(crate) mod sched;
 pub(crate) mod stack;
 #[cfg(not(loom))]
 mod stats;
+#[cfg(not(loom))]
+pub mod time;
 
 #[cfg(not(loom))]
 pub use api::*;
@@ -45,6 +48,7 @@ mod api {
     pub use crate::runtime::{Preempt, Runtime, RuntimeBuilder};
     pub use crate::sched::task::{Abandoned, JoinHandle};
     pub use crate::stats::Stats;
+    pub use crate::time::sleep;
 
     use crate::runtime::{default_runtime, spawn_on, with_current};
     use crate::sched::m::current_g;

@@ -169,9 +169,15 @@ impl RuntimeBuilder {
         let stack_size = match self.stack_size {
             Some(n) => n,
             None => match env_usize("GORT_STACK_KB", "a positive number of KiB")? {
-                Some(kb) => kb
-                    .checked_mul(1024)
-                    .ok_or_else(|| invalid(format!("gort: GORT_STACK_KB={kb} is too large")))?,
+                Some(kb) => match kb.checked_mul(1024) {
+                    Some(b) if b >= page => b,
+                    _ => {
+                        return Err(invalid(format!(
+                            "gort: GORT_STACK_KB={kb} is not valid: expected at least {} (one page)",
+                            page / 1024
+                        )));
+                    }
+                },
                 None => crate::stack::DEFAULT_STACK_SIZE,
             },
         };
@@ -214,7 +220,12 @@ impl RuntimeBuilder {
         let quantum = match self.quantum {
             Some(q) => q,
             None => match env_usize("GORT_QUANTUM_US", "a positive number of microseconds")? {
-                Some(us) => Duration::from_micros(us as u64),
+                Some(us) if us >= 100 => Duration::from_micros(us as u64),
+                Some(us) => {
+                    return Err(invalid(format!(
+                        "gort: GORT_QUANTUM_US={us} is too short: the minimum is 100 (µs)"
+                    )));
+                }
                 None => Duration::from_millis(10),
             },
         };
@@ -279,6 +290,7 @@ impl Sched {
             ms_created: AtomicU64::new(0),
             m_wakeups: AtomicU64::new(0),
             retired_counters: PCounters::default(),
+            timers: crate::time::SchedTimers::new(),
         });
         s.resize(cfg.procs);
         s
@@ -365,20 +377,31 @@ impl Sched {
         while Arc::strong_count(self) > 1 {
             std::thread::yield_now();
         }
-        // Every M has stopped: abandon the goroutines that will never finish.
+        // Every M has stopped. First mark every unfinished goroutine Abandoned, so that the
+        // wake-ups the next loop causes (an abandoned joiner of an abandoned goroutine) are
+        // discarded by `goready` instead of queueing Gs on a runtime that is gone; then
+        // release their joiners.
         let gs = self.allgs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut abandoned = Vec::new();
         for &g in gs.iter() {
-            // SAFETY: no M runs any more; Gs are alive until the scheduler is dropped.
+            // SAFETY: no M runs any more; Gs are alive until the scheduler is dropped (and
+            // unfinished ones forever).
             unsafe {
                 match (*g).status() {
                     Status::Runnable | Status::Waiting | Status::Running => {
-                        // Discard later wake-ups: make the G look Running forever.
-                        (*g).set_status(Status::Running);
-                        (*(*g).task_ptr).abandon();
-                        (*g).task = None;
+                        (*g).set_status(Status::Abandoned);
+                        abandoned.push(g);
                     }
-                    Status::Idle | Status::Dead => {}
+                    Status::Idle | Status::Dead | Status::Abandoned => {}
                 }
+            }
+        }
+        drop(gs);
+        for g in abandoned {
+            // SAFETY: as above; `task_ptr` is valid while the G is unfinished.
+            unsafe {
+                (*(*g).task_ptr).abandon();
+                (*g).task = None;
             }
         }
     }

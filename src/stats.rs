@@ -32,6 +32,10 @@ pub struct Stats {
     pub yields: u64,
     /// Goroutine parks (blocking on join, channels, locks, timers).
     pub parks: u64,
+    /// Timer callbacks run (sleeps ended, timed waits expired, timers fired, ticks).
+    pub timers_run: u64,
+    /// Timers pending on the Ps' heaps at snapshot time.
+    pub timers_pending: usize,
     /// OS threads (Ms) created.
     pub threads: u64,
     /// Idle Ms woken to run work.
@@ -71,6 +75,8 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         yields: t[6],
         parks: t[7],
         spills: t[8],
+        timers_run: t[9],
+        timers_pending: crate::time::pending(s),
         threads: s.ms_created.load(Ordering::Relaxed),
         thread_wakeups: s.m_wakeups.load(Ordering::Relaxed),
         idle_procs: s.npidle.load(Ordering::Relaxed) as usize,
@@ -106,6 +112,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "yields={} parks={}  queued: local={} global={}  idle_procs={} spinning={}\n\
+             timers: run={} pending={}\n\
              stacks: {} mapped, {} MiB reserved, guards by {}",
             self.yields,
             self.parks,
@@ -113,6 +120,8 @@ impl fmt::Display for Stats {
             self.global_queued,
             self.idle_procs,
             self.spinning,
+            self.timers_run,
+            self.timers_pending,
             self.stacks_mapped,
             self.stack_reserved_bytes >> 20,
             self.stack_guard

@@ -227,16 +227,11 @@ fn gort_quantum_us_too_small_is_rejected() {
 }
 
 #[test]
-#[ignore = "bug: src/runtime.rs RuntimeBuilder::resolve: an in-range but too short \
-            GORT_QUANTUM_US is reported as `preemption quantum 5µs is too short`, without \
-            naming GORT_QUANTUM_US"]
 fn gort_quantum_us_too_small_names_the_variable() {
     assert_rejected("GORT_QUANTUM_US", "5");
 }
 
 #[test]
-#[ignore = "bug: src/runtime.rs RuntimeBuilder::resolve: GORT_STACK_KB=1 (below one page) is \
-            reported as `stack size 1024 bytes is too small`, without naming GORT_STACK_KB"]
 fn gort_stack_kb_below_a_page_names_the_variable() {
     assert_rejected("GORT_STACK_KB", "1");
 }

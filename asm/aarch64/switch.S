@@ -22,7 +22,8 @@
 #define SLEB2(v) (((v) & 0x7f) | 0x80), (((v) >> 7) & 0x7f)
 
 /* "The caller's register `reg` is saved at [x12 + off]" (x12 = from; see gort_switch). */
-#define CFI_SAVED_IN_FROM(reg, off) .cfi_escape DW_CFA_expression, reg, 3, DW_OP_breg_x12, SLEB2(off)
+#define CFI_SAVED_IN_FROM(reg, off) \
+        .cfi_escape DW_CFA_expression, reg, 3, DW_OP_breg_x12, SLEB2(off)
 
 /* ---------------------------------------------------------------------------------------
  * usize gort_switch(Context *from [x0], const Context *to [x1], usize val [x2])

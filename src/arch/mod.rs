@@ -3,73 +3,109 @@
 //! # Model
 //!
 //! A goroutine is a stack plus a [`Context`]: the registers a C function call must preserve
-//! ("callee-saved"), the stack pointer and the address to resume at. Everything else is, by
-//! the C ABI, dead across a call — so a context switch is *just a function call* that happens
-//! to return on another stack: [`switch`] calls the assembly routine `gort_switch`, which
-//! stores the callee-saved state into `*from`, loads `*to`'s, and jumps to `*to`'s resume
-//! address. From the compiler's point of view `switch` is an ordinary `extern "C"` call that
-//! clobbers the caller-saved registers; the other context's code runs "inside" that call.
+//! ("callee-saved"), the stack pointer and the address to resume at (Go's `gobuf`). All
+//! other registers are, by the C ABI, dead across a call, so a context switch is *a call
+//! that returns on another stack*: [`switch`] stores the callee-saved state into `*from`,
+//! loads `*to`'s, and jumps to `*to`'s resume address. To the compiler it is one inline
+//! `asm!` block that clobbers what a C call clobbers; the other contexts run "inside" it.
 //!
-//! Saved exactly (the callee-saved set of the psABIs):
-//! - x86_64: rbx, rbp, r12–r15, rsp, the return address, MXCSR control bits, x87 control word;
-//! - aarch64: x19–x28, x29 (fp), x30 (lr), sp, d8–d15, FPCR.
+//! Saved exactly (the callee-saved sets of the psABIs):
+//! - x86_64: rbx, rbp, r12–r15, rsp, the resume address; MXCSR and the x87 control word
+//!   for contexts that own their FP control (below);
+//! - aarch64: x19–x28, x29 (fp), the resume address (lr slot), sp, d8–d15; FPCR likewise.
 //!
-//! A fresh context ([`init`]) resumes at `gort_goroutine_entry`, a three-instruction
-//! trampoline that calls `entry(arg)` with the entry function and argument taken from two
-//! callee-saved slots. It is the outermost frame: its CFI says "return address undefined",
-//! so backtraces, debuggers and panics stop there cleanly.
+//! The sequence exists twice with one protocol: inline in [`switch`] (every Rust caller)
+//! and out of line as `gort_switch` in `asm/<arch>/switch.S` (C and assembly callers, the C
+//! harness, the reference with exact CFI). Both store a resume address and the stack
+//! pointer to resume with, so either can resume a context the other suspended (tested).
+//!
+//! A fresh context ([`init`]) resumes at `gort_goroutine_entry`, a trampoline that calls
+//! `entry(arg)` with both taken from callee-saved slots. It is the outermost frame: its CFI
+//! says "return address undefined", so backtraces, debuggers and unwinding stop there.
+//!
+//! # FP control belongs to the thread unless a context owns it
+//!
+//! Rust code must run with the default FP environment (changing the rounding mode, FTZ/DAZ
+//! or exception masks is immediate UB: LLVM assumes the defaults), so for Rust goroutines
+//! there is nothing to save. C code may change it (`fesetround`) and, by the psABI, expects
+//! it preserved across calls. A context with `own_fp_control()` gets exactly that: every
+//! switch away from it saves MXCSR + x87 CW (FPCR), every switch into it restores them,
+//! and a switch into a non-owning context loads the ABI defaults, so an owner's mode never
+//! leaks. Between two non-owning contexts FP control is not touched (Go's behaviour). The
+//! fast path pays one flag test; the owning path is `gort_switch_fp_control` in the `.S`.
+//! (Windows fibers make the same split: `FIBER_FLAG_FLOAT_SWITCH`.)
 //!
 //! # Invariants
 //!
-//! - Layout: `Context` offsets are written once, in `offsets.rs`; the assembly receives them
-//!   as `-D` names from build.rs, and each arch file checks them with `offset_of!`.
-//! - A `Context` is either never run (all zero, from [`Context::new`]), fresh (from
-//!   [`init`]), or suspended (written by `gort_switch`). Only fresh or suspended contexts may
-//!   be switched to, and each suspended context is resumed at most once per suspension.
-//! - Between a `switch(from, ..)` and the switch back into `from`, `*from` must stay put and
-//!   unread-by-`switch`: it is the only record of that stack's registers.
-//! - The stack a context runs on must stay mapped while it is suspended (stacks never move:
-//!   Rust has no stack maps), and must not be resumed on two threads at once.
-//! - FP control is part of the context: a goroutine that changes its rounding mode keeps it,
-//!   and others do not see it. Fresh contexts start with the ABI defaults.
+//! - Layout: `Context` offsets are written once, in `offsets.rs`; the `.S` receives them as
+//!   `-D` names from build.rs, the inline `asm!` as `const` operands, and each arch file
+//!   checks them with `offset_of!`.
+//! - A `Context` is never-run (all zero, [`Context::new`]), fresh ([`init`]) or suspended
+//!   (written by a switch). Only fresh or suspended contexts may be switched to, and a
+//!   suspended one is resumed at most once per suspension, by one thread.
+//! - Between `switch(from, ..)` and the switch back into `from`, `*from` is the only record
+//!   of that stack's registers: it must stay put and be written by no one else.
+//! - A suspended context's stack stays mapped and unmoved (Rust has no stack maps).
 //!
 //! # Protocol of one switch (x86_64 names; aarch64 is the same with its registers)
 //!
-//! 1. `call gort_switch` pushes the return address; `gort_switch` stores it as `from.pc` and
-//!    `rsp + 8` as `from.rsp`: resuming `from` later looks exactly like returning.
-//! 2. Store rbx, rbp, r12–r15, MXCSR, x87 CW into `*from`; load `*to`'s registers.
-//! 3. If the FP control words differ (rare), `ldmxcsr`/`fldcw` `*to`'s; else skip them.
-//! 4. `rax = val`, `rsp = to.rsp`, `jmp to.pc`. The resumed side sees `switch` return `val`.
+//! 1. `from.pc` = the label right after this switch's final jump, `from.rsp` = rsp; store
+//!    rbx, rbp, r12–r15 into `*from`.
+//! 2. If `from` or `to` owns its FP control (a predicted-not-taken branch), call
+//!    `gort_switch_fp_control`: save `from`'s if it owns it, load `to`'s or the defaults.
+//! 3. Load `to`'s rbx, rbp, r12–r15; rax = val; rsp = `to.rsp`; `jmp to.pc`. The resumed
+//!    side finds itself just after its own switch, with `val` as the result.
 //!
-//! # Designs rejected, and why
+//! # Designs rejected, with measurements
 //!
-//! - **Push the registers on the stack, save only sp, resume with `ret`** (boost.context's
-//!   `fcontext`, measured at ~6 ns here). The `ret` returns to a different call site than the
-//!   one the CPU's return-stack buffer predicts, so *every* switch mispredicts. Resuming
-//!   with an indirect `jmp` through `to.pc` is predicted by the branch target buffer instead
-//!   (the target pattern of a scheduler loop is regular). The cost is that the `call` into
-//!   `gort_switch` leaves one return-stack entry unpopped; but after a stack switch the
-//!   return-stack buffer describes the *other* stack anyway, so the returns that follow
-//!   mispredict under either design; the `jmp` design saves the one extra misprediction per
-//!   switch. Measured: see "Measurements" below.
-//! - **Always `ldmxcsr` + `fldcw`** (fcontext): both are microcoded and serialising. They
-//!   are now taken only when a control bit differs; saving (`stmxcsr`/`fnstcw`) stays
-//!   unconditional, so a goroutine that changes its rounding mode always gets it back.
-//! - **Skip FP control entirely** (Go, corosensei): cheapest, but a goroutine that sets a
-//!   rounding mode would leak it to whatever runs next on that thread, and the psABIs make
-//!   those control bits callee-saved. Its cost over the conditional reload is measured below.
-//! - **Inline `asm!` switching (corosensei), letting LLVM spill only live registers**:
-//!   faster by a few register stores, but the saved registers then live in compiler-chosen
-//!   stack slots, not in `Context`. The scheduler and the preemption code need one explicit,
-//!   named layout (Go's `gobuf`), so the registers are saved into `Context` by a real routine
-//!   with a documented contract.
-//! - **Asymmetric resume/suspend pairs** (corosensei: `call` into the coroutine, `ret` out)
-//!   keep the return-stack buffer exact for a parent/child pair, but Go's scheduler is
-//!   symmetric (G → g0 → another G), which is what `switch(from, to)` expresses.
+//! Raw one-way switch, ns, on the development box (2-vCPU AMD EPYC Zen 3 under KVM),
+//! minimum over 300 trials of 200k round trips, C drivers for the variants; corosensei
+//! measured the same way: 1.67.
 //!
-//! # Measurements
+//! | design                                                      | ns   |
+//! |-------------------------------------------------------------|------|
+//! | **inline sequence, per-site `jmp`, FP ownership (chosen)**  | 2.36 |
+//! | same, both contexts owning their FP control                 | 6.95 |
+//! | inline sequence, no FP handling at all (Go, corosensei)     | 2.10 |
+//! | one out-of-line routine ending in one shared `jmp`          | 4.40 |
+//! | out-of-line routine returning (pc, sp), `jmp` at the site   | 4.30 |
+//! | push/pop on the stack, resume with `ret` (fcontext style)   | 12.2 |
+//! | out of line, always `stmxcsr`+`fnstcw`, reload if different | 7.90 |
+//! | out of line, always save, always reload                     | 6.50 |
 //!
-//! (filled in below by the benchmark section)
+//! - **`ret` to resume**: the return-stack buffer predicts the caller's own call site, so
+//!   every switch mispredicts. A `jmp` through `to.pc` goes to the indirect predictor.
+//! - **One shared out-of-line `jmp`**: that single jump alternates between targets and Zen
+//!   3's predictor does not learn it: giving each side its own copy of the routine (so each
+//!   jump site has one target) dropped 4.40 to 2.50. Inlining gives every switch site its
+//!   own jump, which in a scheduler also has a regular target (G → g0 always lands in the
+//!   scheduler loop). The `call` into an out-of-line helper costs the rest.
+//! - **Always saving FP control** (fcontext, and the first version of this file): `stmxcsr`
+//!   is microcoded, ~5 ns reciprocal throughput here, and any "compare before reloading"
+//!   must read back its store (another ~2 ns stall). The reloads are cheap only when the
+//!   value does not change (`ldmxcsr` 25 ns and `fldcw` 85 ns when it does, ~1 ns when it
+//!   does not). Every design that reads MXCSR on every switch is ≥ 5.8 ns, twice the
+//!   target, for state that Rust code may not change anyway: hence ownership.
+//! - **Never switching FP control** (Go, corosensei): 0.26 ns cheaper than ownership, but a C
+//!   goroutine's rounding mode would leak into the scheduler and other goroutines.
+//! - **Letting LLVM spill only the live registers** (corosensei's inline `asm!` with
+//!   clobbers): a few stores cheaper, but the registers then live in compiler-chosen stack
+//!   slots; the scheduler and preemption need one explicit, named layout (Go's `gobuf`).
+//! - **Asymmetric resume/suspend** (corosensei: `call` into the coroutine, `ret` out) keeps
+//!   the return-stack buffer exact for a parent/child pair, but Go's scheduler is symmetric
+//!   (G → g0 → another G), which is what `switch(from, to)` expresses.
+//!
+//! Criterion (`cargo bench --bench switch`, group `raw_switch`, per one-way switch) reports
+//! the same code through the real [`switch`]; see its header for the figures' conditions.
+//!
+//! # Unwinding inside a switch
+//!
+//! `gort_switch` carries exact CFI at every instruction (after the saves the caller's
+//! frame is described through `*from`). The inline sequence cannot describe its window of
+//! ~8 instructions between loading `to`'s registers and the jump (the enclosing function's
+//! frame layout is the compiler's), as in corosensei: an asynchronous unwinder sampling
+//! exactly there sees a wrong caller frame. Synchronous unwinding (panics, backtraces)
+//! never happens inside the sequence.
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
@@ -96,7 +132,7 @@ pub(crate) use imp::{Context, init};
 
 #[allow(
     dead_code,
-    reason = "holds the constants of every architecture; each build uses one of them, and `ALL` is read by build.rs"
+    reason = "holds every architecture's constants; a build uses one set, build.rs reads `ALL`"
 )]
 mod offsets;
 
@@ -122,9 +158,9 @@ unsafe extern "C" {
     /// `asm/<arch>/switch.S`: the FP-control half of a switch, taken when `*from` or `*to`
     /// owns its FP control: saves `*from`'s if it owns it, then loads `*to`'s if it owns
     /// it, else the ABI defaults. Runs on the current stack (needs only its return
-    /// address); preserves all registers except two scratch ones (x86_64 rax/rcx, aarch64
-    /// x9/x10) and flags. Callers: the switch sequences only (it has no C signature:
-    /// declared here so the inline switch can name it as a `sym` operand).
+    /// address); preserves all registers except its scratch ones (x86_64 rax and rcx,
+    /// aarch64 x9–x11) and flags. Callers: the switch sequences only (it has no C
+    /// signature: declared here so the inline switch can name it as a `sym` operand).
     fn gort_switch_fp_control();
 
     /// `asm/<arch>/switch.S`: the first resume address of a fresh context ([`init`] stores

@@ -2,19 +2,29 @@
 //!
 //! # Stacks
 //!
-//! A suspended context, just after `gort_switch` saved it (the caller's frame is intact; the
-//! return address is still on the stack, but `Context` holds its own copy and the stack
-//! pointer *above* it, so resuming is "as if `gort_switch` had returned"):
+//! A context suspended by the inline switch (every Rust caller): nothing was pushed; the
+//! resume address is the label right after the switch's final `jmp`, and the stack is
+//! exactly as the enclosing function left it.
 //!
 //! ```text
 //!     higher addresses
-//!   | caller's frame ...         |
-//!   +----------------------------+ <- ctx.rsp  (rsp after the `ret` that never happened)
-//!   | return address into caller | <- rsp inside gort_switch; ctx.pc holds the same value
-//!   +----------------------------+
-//!   | (free: the next switch or  |
-//!   |  signal frame may use it)  |
+//!   | enclosing function's frame |
+//!   +----------------------------+ <- ctx.rsp = rsp at the switch;  ctx.pc = label `2:`
+//!   | (red zone: untouched while |
+//!   |  suspended; nothing runs   |
+//!   |  on this stack)            |
 //!     lower addresses
+//! ```
+//!
+//! A context suspended by the out-of-line `gort_switch`: its return address is still on
+//! the stack, but `Context` holds a copy and the stack pointer *above* it, so resuming is
+//! "as if `gort_switch` had returned", the same protocol as above:
+//!
+//! ```text
+//!   | caller's frame ...         |
+//!   +----------------------------+ <- ctx.rsp  (rsp after the `ret` that never happens)
+//!   | return address into caller |    ctx.pc holds the same value
+//!   +----------------------------+
 //! ```
 //!
 //! A fresh context from [`init`] has not touched its stack at all:
@@ -26,7 +36,7 @@
 //!   +----------------------------+ <- ctx.rsp = stack_top & !15
 //!   | gort_goroutine_entry's     |    ctx.pc  = gort_goroutine_entry
 //!   |  `call rbx` return address |    ctx.rbx = entry, ctx.r12 = arg, ctx.rbp = 0
-//!   +----------------------------+    MXCSR = 0x1f80, x87 CW = 0x037f (ABI defaults)
+//!   +----------------------------+    flags = 0: runs with the thread's FP defaults
 //!   | entry's frame ...          |
 //! ```
 //!
@@ -35,18 +45,19 @@
 //! instruction, and its return address points into the trampoline, whose CFI says "return
 //! address undefined": the end of every backtrace.
 //!
-//! # Register state across `gort_switch` (from the caller's point of view)
+//! # Register state across a switch (from the caller's point of view)
 //!
-//! - On entry: rdi = from, rsi = to, rdx = val, rsp -> return address (System V call).
-//! - Preserved: rbx, rbp, r12–r15, rsp, MXCSR control bits (6–15), x87 control word.
+//! - On entry: rdi = from, rsi = to, rdx = val (plus, for `gort_switch`, rsp -> return
+//!   address).
+//! - Preserved: rbx, rbp, r12–r15, rsp; MXCSR control bits (6–15) and the x87 control
+//!   word if `*from` owns its FP control.
 //! - Result: rax = the `val` of whichever switch resumes us.
 //! - Clobbered: everything else the ABI lets a call clobber: rcx, rdx, rsi, rdi, r8–r11,
-//!   xmm0–15, flags, MXCSR status bits (0–5, caller-saved by the psABI; see below).
+//!   xmm/ymm/zmm, x87/MMX, flags, MXCSR status bits.
 //!
-//! MXCSR holds sticky exception flags (bits 0–5) next to its control bits, and ordinary
-//! arithmetic sets them (any inexact result sets PE), so comparing whole MXCSR values would
-//! take the slow `ldmxcsr` path nearly always. `gort_switch` compares only bits 6 and up;
-//! when it does reload, it loads `*to`'s saved value, flags included.
+//! MXCSR holds sticky exception flags (bits 0–5) next to its control bits; ordinary
+//! arithmetic sets them, and the psABI makes them caller-saved. An owning context gets its
+//! whole saved MXCSR back, flags included, which is allowed.
 
 use core::mem::offset_of;
 
@@ -172,7 +183,7 @@ pub(crate) unsafe fn init(
 /// were (they are saved into `*from` and reloaded by the switch that resumes us); every
 /// register `clobber_abi("C")` names may change. The resume address is local label `2`
 /// right after the final `jmp`, so the indirect jump that leaves each call site is
-/// predicted per call site (see "Measurements" in `mod.rs`).
+/// predicted per call site (see "Designs rejected" in `mod.rs`).
 macro_rules! switch_asm {
     ([$($before:literal),*], [$($after:literal),*], $($operands:tt)*) => {
         core::arch::asm!(

@@ -9,11 +9,12 @@
 //! | `Running`  | no                             | the M in `m`; only that M's thread touches it | no (live registers) |
 //! | `Waiting`  | no (a wait queue of some primitive may point at it) | nobody runs it; the party that readies it (CAS Waiting->Runnable) becomes its owner | yes |
 //! | `Dead`     | a free list                    | as `Idle`                                  | no           |
+//! | `Abandoned`| no (wait queues may still point at it) | nobody, ever: its runtime shut down before it finished; wake-ups are discarded | yes (never used) |
 //!
 //! Transitions: Idle->Runnable (spawn), Runnable->Running (execute, by the M that dequeued it),
 //! Running->Runnable (yield, on g0 after the switch), Running->Waiting (park, on g0 after the
 //! switch), Waiting->Runnable (ready: a CAS, so exactly one waker wins), Running->Dead (exit, on
-//! g0). Every change of owner goes through a queue or a CAS with release/acquire, which is what
+//! g0), Runnable/Waiting->Abandoned (shutdown, after every M stopped). Every change of owner goes through a queue or a CAS with release/acquire, which is what
 //! makes the plain (non-atomic) fields below safe to touch by the current owner only.
 
 use crate::arch::Context;
@@ -32,6 +33,7 @@ pub(crate) enum Status {
     Running = 2,
     Waiting = 3,
     Dead = 4,
+    Abandoned = 5,
 }
 
 impl Status {
@@ -41,7 +43,8 @@ impl Status {
             1 => Status::Runnable,
             2 => Status::Running,
             3 => Status::Waiting,
-            _ => Status::Dead,
+            4 => Status::Dead,
+            _ => Status::Abandoned,
         }
     }
 }

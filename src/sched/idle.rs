@@ -5,6 +5,9 @@
 //! * [`wakep`]: a submitter's half (after publishing a G on a local queue).
 //! * [`wake_for_global`]: after publishing on the global queue from a thread without a P.
 //! * [`startm`] / [`stopm`]: hand a P to an idle (or new) M and wake it / put an M to sleep.
+//! * [`stopm_timed`] / [`timer_wake`]: the timer sleeper — an idle M that sleeps only until
+//!   the earliest timer, and the adder's half that wakes it for an earlier one (protocol in
+//!   `time/mod.rs`, "Sleeping until the next timer").
 //! * [`pidleput`] / [`pidleget`]: the idle-P list, under the scheduler lock.
 
 use crate::loom::Ordering;
@@ -12,6 +15,7 @@ use crate::sched::m::{self, M};
 use crate::sched::p::{P, PStatus};
 use crate::sched::spin;
 use crate::sched::{Sched, Synced, fatal, fatal_fmt};
+use crate::time::heap::NO_TIMER;
 use std::sync::Arc;
 
 /// Put `p` on the idle list. Scheduler lock held (`&mut Synced`).
@@ -127,7 +131,21 @@ pub(crate) fn wake_for_global(s: &Sched) {
 pub(crate) fn startm(s: &Sched, p: *mut P, spinning: bool) {
     let (idle_m, may_create) = {
         let mut sy = s.lock();
-        let m = sy.midle.pop();
+        let mut m = sy.midle.pop();
+        // Relaxed: `sleeper` is read and written under the scheduler lock only.
+        let sleeper = s.timers.sleeper.load(Ordering::Relaxed);
+        if m.is_some_and(|m| m == sleeper) {
+            // Keep the timer sleeper watching the timers (Go never hands work to the M
+            // blocked in netpoll either): prefer another idle M, or a new one.
+            let other = sy.midle.pop();
+            if other.is_some() || sy.mcount < s.max_threads {
+                sy.midle.push(sleeper);
+                m = other;
+            } else {
+                // The thread limit forces our hand: it stops being the sleeper.
+                unregister_sleeper(s);
+            }
+        }
         let may = m.is_none() && sy.mcount < s.max_threads;
         if may {
             sy.mcount += 1;
@@ -182,9 +200,79 @@ fn newm(s: &Sched, p: *mut P, spinning: bool) {
 }
 
 /// Put the calling M to sleep until `startm` hands it a P. Own thread only; holds no P.
-/// Returns false if it was woken for shutdown (no P).
+/// Returns false if it was woken without a P (shutdown, or a timer).
 pub(crate) fn stopm(m: &M) -> bool {
+    stopm_until(m, NO_TIMER)
+}
+
+/// An M with no P and nothing to run (the end of `find_runnable`; Go's `findRunnable` tail
+/// with its `pollUntil`). If a timer of some P is already due, take an idle P and return as a
+/// spinner, so `find_runnable` runs it (its own P's timers first, then everyone's as a
+/// spinner). Otherwise sleep until handed a P, or until the earliest timer if this M becomes
+/// the timer sleeper. Returns with or without a P; the caller starts over either way.
+pub(crate) fn stopm_timed(m: &M) {
     let s = &*m.sched;
+    let next = crate::time::earliest(s, false);
+    if next != NO_TIMER && next <= crate::time::nanotime() {
+        let p = {
+            let mut sy = s.lock();
+            pidleget(s, &mut sy)
+        };
+        if let Some(p) = p {
+            acquirep(m, p);
+            m.spinning.set(true);
+            spin::start_spinning(&s.nmspinning);
+            return;
+        }
+        // Every P is held by a running M, which runs its own P's timers at its next
+        // scheduling point (and, spinning, everyone's).
+        stopm(m);
+        return;
+    }
+    stopm_until(m, next);
+}
+
+/// Mark no M as the timer sleeper. Scheduler lock held.
+fn unregister_sleeper(s: &Sched) {
+    // Relaxed (both): written under the scheduler lock; an adder that still reads the old
+    // deadline only takes the lock to find nobody to wake.
+    s.timers
+        .sleeper
+        .store(std::ptr::null_mut(), Ordering::Relaxed);
+    s.timers.sleep_until.store(0, Ordering::Relaxed);
+}
+
+/// Take `m` off the idle-M list if it is there. Scheduler lock held.
+fn midle_remove(sy: &mut Synced, m: *mut M) -> bool {
+    match sy.midle.iter().position(|&x| x == m) {
+        Some(i) => {
+            sy.midle.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Wake an M that was taken off the idle list without being handed a P (a displaced or
+/// outdated timer sleeper): it starts over in `find_runnable` and recomputes.
+fn wake_without_p(s: &Sched, m: *mut M) {
+    // SAFETY: Ms are freed only when the scheduler is dropped.
+    let mr = unsafe { &*m };
+    // Relaxed: published by the Release in `park.wake()`.
+    mr.wake_spinning.store(false, Ordering::Relaxed);
+    mr.nextp.store(std::ptr::null_mut(), Ordering::Relaxed);
+    // Relaxed counter.
+    s.m_wakeups.fetch_add(1, Ordering::Relaxed);
+    mr.park.wake();
+}
+
+/// [`stopm`], and if `until` is a deadline and no M sleeps for an earlier one, become the
+/// timer sleeper: sleep until handed a P or until the earliest timer, whichever comes first.
+fn stopm_until(m: &M, until: u64) -> bool {
+    let s = &*m.sched;
+    let me = m as *const M as *mut M;
+    let mut deadline = NO_TIMER;
+    let mut displaced: *mut M = std::ptr::null_mut();
     {
         let mut sy = s.lock();
         m.park.clear();
@@ -194,9 +282,65 @@ pub(crate) fn stopm(m: &M) -> bool {
         if s.shutting_down.load(Ordering::Acquire) {
             return false;
         }
-        sy.midle.push(m as *const M as *mut M);
+        sy.midle.push(me);
+        // Relaxed (both): under the scheduler lock, their only writers' lock.
+        let cur = s.timers.sleeper.load(Ordering::Relaxed);
+        if until != NO_TIMER
+            && (cur.is_null() || s.timers.sleep_until.load(Ordering::Relaxed) > until)
+        {
+            // A sleeper for a later deadline: we take over; it is woken to recompute (by us,
+            // as the one who took it off the idle list).
+            if !cur.is_null() && midle_remove(&mut sy, cur) {
+                displaced = cur;
+            }
+            // Relaxed: under the lock (see `SchedTimers::sleeper`).
+            s.timers.sleeper.store(me, Ordering::Relaxed);
+            // SeqCst: the store half of the sleeper's StoreLoad; pairs with the adders'
+            // SeqCst `next_when` store + `sleep_until` load (time/mod.rs).
+            s.timers
+                .sleep_until
+                .store(crate::time::REGISTERING, Ordering::SeqCst);
+            let u = crate::time::earliest(s, true);
+            if u == NO_TIMER || u <= crate::time::nanotime() {
+                // Nothing to wait for after all, or already due: do not be the sleeper;
+                // if due, leave the idle list and start over (to run it).
+                unregister_sleeper(s);
+                if u != NO_TIMER {
+                    midle_remove(&mut sy, me);
+                    drop(sy);
+                    if !displaced.is_null() {
+                        wake_without_p(s, displaced);
+                    }
+                    return false;
+                }
+            } else {
+                // Relaxed: raising the deadline from REGISTERING under the lock; adders
+                // compare again under the lock before waking us.
+                s.timers.sleep_until.store(u, Ordering::Relaxed);
+                deadline = u;
+            }
+        }
     }
-    m.park.sleep();
+    if !displaced.is_null() {
+        wake_without_p(s, displaced);
+    }
+    if deadline == NO_TIMER {
+        m.park.sleep();
+    } else if !m.park.sleep_until(deadline) {
+        // Timed out. If we are still on the idle list, leave it (and the sleeper role) and
+        // start over. Otherwise whoever took us off the list is about to wake us: wait for it
+        // (the note must be consumed before it is cleared again).
+        let mut sy = s.lock();
+        // Relaxed: under the lock.
+        if s.timers.sleeper.load(Ordering::Relaxed) == me {
+            unregister_sleeper(s);
+        }
+        if midle_remove(&mut sy, me) {
+            return false;
+        }
+        drop(sy);
+        m.park.sleep();
+    }
     // Relaxed: the note's Acquire in `sleep` ordered these after the waker's stores.
     let p = m.nextp.swap(std::ptr::null_mut(), Ordering::Relaxed);
     if p.is_null() {
@@ -229,4 +373,35 @@ pub(crate) fn drop_spinning(m: &M) {
     if spin::stop_spinning(&s.nmspinning) == 0 {
         fatal("nmspinning underflow");
     }
+}
+
+/// The adder's half of the timer sleeper protocol (time/mod.rs): a timer became the earliest
+/// of its heap at `when`. Wake the timer sleeper if it sleeps past `when`; with no sleeper,
+/// `wakep` so that an M comes to watch the timers (Go's `wakeNetPoller`). Any thread.
+pub(crate) fn timer_wake(s: &Sched, when: u64) {
+    // SeqCst: the load half of the adder's StoreLoad (after its SeqCst `next_when` store).
+    let until = s.timers.sleep_until.load(Ordering::SeqCst);
+    if until == 0 {
+        wakep(s);
+        return;
+    }
+    if when >= until {
+        return;
+    }
+    let sleeper = {
+        let mut sy = s.lock();
+        // Relaxed (both): under the lock.
+        let sl = s.timers.sleeper.load(Ordering::Relaxed);
+        if sl.is_null() || s.timers.sleep_until.load(Ordering::Relaxed) <= when {
+            return;
+        }
+        unregister_sleeper(s);
+        // Whoever takes it off the idle list wakes it; if it is not there (shutdown drained
+        // the list), its remover does.
+        if !midle_remove(&mut sy, sl) {
+            return;
+        }
+        sl
+    };
+    wake_without_p(s, sleeper);
 }

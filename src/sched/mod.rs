@@ -55,7 +55,6 @@ pub(crate) mod m;
 pub(crate) mod note;
 #[cfg(not(loom))]
 pub(crate) mod p;
-#[cfg(not(loom))]
 pub(crate) mod park;
 #[cfg(not(loom))]
 pub(crate) mod schedule;
@@ -134,6 +133,8 @@ mod imp {
         pub(crate) ms_created: AtomicU64,
         pub(crate) m_wakeups: AtomicU64,
         pub(crate) retired_counters: super::p::PCounters,
+        /// The timer sleeper's registration (see `time/mod.rs`).
+        pub(crate) timers: crate::time::SchedTimers,
     }
 
     // SAFETY: raw pointers inside are owned by the structures that hold them and guarded by the

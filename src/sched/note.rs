@@ -37,6 +37,36 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     }
 }
 
+/// Futex wait on `word` while it holds `expected`, until the absolute `CLOCK_MONOTONIC`
+/// deadline `deadline_ns` (`crate::time::nanotime`'s clock). Returns true if the kernel
+/// reported the deadline reached; false on a wake-up, a spurious wake-up, EINTR or a value
+/// mismatch. Callers re-check their condition in a loop, as for [`futex_wait`].
+///
+/// An absolute deadline (`FUTEX_WAIT_BITSET`; its timeout is absolute, on `CLOCK_MONOTONIC`
+/// unless `FUTEX_CLOCK_REALTIME` is given) makes re-waiting after EINTR or a spurious wake-up
+/// neither drift nor need a clock read; the kernel never returns before the deadline.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait_until(word: &AtomicU32, expected: u32, deadline_ns: u64) -> bool {
+    let ts = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000).min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call and `ts` a valid
+    // timespec; FUTEX_WAIT_BITSET only reads them. uaddr2 is ignored by this operation.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            libc::FUTEX_BITSET_MATCH_ANY,
+        )
+    };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT)
+}
+
 /// Wake up to `n` threads waiting on `word`.
 #[cfg(not(loom))]
 pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
@@ -93,6 +123,23 @@ impl Note {
         {
             let _g = self.lock.lock().unwrap();
             self.cv.notify_one();
+        }
+    }
+
+    /// Owner only: block until `wake` (true) or until the absolute deadline `deadline_ns`
+    /// (`crate::time::nanotime`'s clock) passes (false). After false the note may still be
+    /// woken later; the caller settles that under its own protocol (see `idle::stopm_until`).
+    #[cfg(not(loom))]
+    pub(crate) fn sleep_until(&self, deadline_ns: u64) -> bool {
+        loop {
+            // Acquire: pairs with the Release swap in `wake`.
+            if self.key.load(Ordering::Acquire) != 0 {
+                return true;
+            }
+            if futex_wait_until(&self.key, 0, deadline_ns) {
+                // Acquire: as above (a wake may have raced the timeout).
+                return self.key.load(Ordering::Acquire) != 0;
+            }
         }
     }
 

@@ -12,7 +12,9 @@
 //! ([`P::cas_status`]); a failed one is a broken invariant, and fatal.
 //!
 //! Any thread may read the run queue (`runq.is_empty`, `len`) and steal from it; only the
-//! holding M pushes and pops. Owner-only fields live in `UnsafeCell`s and say so.
+//! holding M pushes and pops. Owner-only fields live in `UnsafeCell`s and say so. The timer
+//! heap has its own lock: any thread arms and stops timers on it, and any M holding some P
+//! runs its due timers (the P's own M first; spinners and the timer sleeper for idle Ps).
 
 use crate::loom::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use crate::sched::g::G;
@@ -46,6 +48,8 @@ pub(crate) struct PCounters {
     pub(crate) yields: AtomicU64,
     pub(crate) parks: AtomicU64,
     pub(crate) spills: AtomicU64,
+    /// Timer callbacks run by the M holding this P (its own timers or other Ps').
+    pub(crate) timers_run: AtomicU64,
 }
 
 impl PCounters {
@@ -71,6 +75,8 @@ pub(crate) struct P {
     pub(crate) counters: PCounters,
     /// The CPU this P's M is pinned to (index into the allowed set), or -1 if not pinned.
     pub(crate) cpu: i32,
+    /// This P's timer heap (Go's `p.timers`): any thread, under its own lock (time/heap.rs).
+    pub(crate) timers: crate::time::heap::Timers,
 }
 
 // SAFETY: shared fields are atomics or the lock-free ring; `UnsafeCell` fields are touched only
@@ -92,6 +98,7 @@ impl P {
             }),
             counters: PCounters::default(),
             cpu,
+            timers: crate::time::heap::Timers::new(),
         }
     }
 

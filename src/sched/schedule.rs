@@ -12,16 +12,19 @@
 //! live (the property Go gets from `mcall`).
 //!
 //! # find_runnable (Go's `findRunnable`, same order and constants)
+//! 0. run this P's due timers (Go's `checkTimers`; one Relaxed load when it has none);
 //! 1. every 61st scheduler tick, one G from the global queue (so a busy local queue cannot
 //!    starve it);
 //! 2. `runnext`, then the local ring;
 //! 3. a batch from the global queue: `min(len, len/GOMAXPROCS + 1, 128)`;
 //! 4. if fewer than half the busy Ps are already spinning, spin: steal half of a random
-//!    victim's ring (4 passes over all Ps in random order; `runnext` only on the last);
+//!    victim's ring (4 passes over all Ps in random order; `runnext` only on the last); then
+//!    run every other P's due timers, and start over if any ran;
 //! 5. under the lock, re-check the global queue, then give the P back (idle list);
 //! 6. if we were spinning: stop spinning (SeqCst), then re-check every P's queue; if one has
 //!    work, take an idle P back and start over;
-//! 7. sleep on the M's note until `startm` hands over a P.
+//! 7. sleep on the M's note until `startm` hands over a P — or, as the timer sleeper, until
+//!    the earliest timer (`idle::stopm_timed`; see `time/mod.rs`).
 
 use crate::arch;
 use crate::loom::Ordering;
@@ -209,9 +212,7 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
         }
         let p = m.p.get();
         if p.is_null() {
-            if !idle::stopm(m) {
-                continue 'top;
-            }
+            idle::stopm_timed(m);
             continue 'top;
         }
         // SAFETY: we hold `p`.
@@ -220,6 +221,9 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
             retire_p(m, s);
             continue 'top;
         }
+
+        // 0. Timers: the Gs they ready land on our queue.
+        crate::time::check_timers(pr);
 
         // 1. Fairness: the global queue every 61 ticks.
         // SAFETY: owner-only field of the P we hold.
@@ -270,6 +274,9 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
                 PCounters::bump(&pr.counters.steals);
                 return Some((g, false));
             }
+            if crate::time::steal_timers(s, pr) {
+                continue 'top;
+            }
         }
 
         // 5. Give the P up, re-checking the global queue under the lock.
@@ -318,10 +325,8 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
             scavenge(s);
         }
 
-        // 7. Sleep until handed a P.
-        if !idle::stopm(m) {
-            continue 'top;
-        }
+        // 7. Sleep until handed a P, or until the earliest timer.
+        idle::stopm_timed(m);
     }
 }
 
@@ -348,6 +353,15 @@ fn retire_p(m: &M, s: &Sched) {
     }
     if moved {
         idle::wake_for_global(s);
+    }
+    // Its timers go to P0 (never retired), as Go's `moveTimers`.
+    if pr.timers.next_when() != crate::time::heap::NO_TIMER {
+        // SAFETY: P0 exists while the runtime lives.
+        let p0 = unsafe { &*s.p(0) };
+        let first = pr.timers.move_all_to(&p0.timers);
+        if first != crate::time::heap::NO_TIMER {
+            crate::time::timer_earliest_changed(s, first);
+        }
     }
 }
 
@@ -658,10 +672,10 @@ fn scavenge(s: &Sched) {
 }
 
 /// Snapshot of every P's counters plus the retired ones.
-pub(crate) fn sum_counters(s: &Sched) -> [u64; 9] {
-    let mut t = [0u64; 9];
+pub(crate) fn sum_counters(s: &Sched) -> [u64; 10] {
+    let mut t = [0u64; 10];
     let n = s.nprocs_created.load(Ordering::Acquire) as usize;
-    let add = |t: &mut [u64; 9], c: &PCounters| {
+    let add = |t: &mut [u64; 10], c: &PCounters| {
         // Relaxed: statistics.
         let v = [
             &c.spawned,
@@ -673,6 +687,7 @@ pub(crate) fn sum_counters(s: &Sched) -> [u64; 9] {
             &c.yields,
             &c.parks,
             &c.spills,
+            &c.timers_run,
         ];
         for (i, a) in v.iter().enumerate() {
             t[i] += a.load(Ordering::Relaxed);
