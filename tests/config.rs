@@ -6,9 +6,10 @@
 //! itself with `--exact child` and `GORT_CONFIG_IT_CHILD=<role>`, with a clean gort
 //! environment plus the variable under test. Builder cases need no environment and run here.
 
+mod common;
+
 use std::io::ErrorKind;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Output;
 use std::time::Duration;
 
 use gort::{Builder, Runtime};
@@ -31,59 +32,13 @@ const GORT_VARS: &[&str] = &[
 // ---------------------------------------------------------------------------------------------
 // Child processes.
 
-/// The command that re-runs this test binary: through `GORT_TEST_RUNNER` if set (split at
-/// whitespace, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`), else directly.
-fn self_command() -> Command {
-    let exe = std::env::current_exe().unwrap();
-    if let Ok(runner) = std::env::var("GORT_TEST_RUNNER") {
-        let mut words = runner.split_whitespace();
-        if let Some(program) = words.next() {
-            let mut command = Command::new(program);
-            command.args(words).arg(exe);
-            return command;
-        }
-    }
-    Command::new(exe)
-}
-
 /// Runs the `child` test of this binary in a new process with `role` and `env` (on top of an
 /// environment without any gort variable).
 fn run_child(role: &str, env: &[(&str, &str)]) -> Output {
-    let mut command = self_command();
-    command
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in GORT_VARS {
-        command.env_remove(var);
-    }
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let child = command.spawn().unwrap();
-    let pid = child.id();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || sender.send(child.wait_with_output()));
-    match receiver.recv_timeout(CHILD_TIMEOUT) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("child {role} did not finish within {CHILD_TIMEOUT:?}");
-        }
-    }
+    common::run_child_test(CHILD_ENV, role, env, GORT_VARS, CHILD_TIMEOUT)
 }
 
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::describe;
 
 /// The line a child printed after `prefix`, if any (the harness may print on the same line).
 fn reported(output: &Output, prefix: &str) -> Option<String> {

@@ -17,11 +17,13 @@
 //! `join` (which synchronises with the goroutine's exit), or polled until they reach a value,
 //! so `Relaxed` suffices unless a comment says otherwise.
 
+mod common;
+
 use std::any::Any;
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::panic::{self, AssertUnwindSafe};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock, mpsc};
 use std::time::{Duration, Instant};
@@ -1209,56 +1211,13 @@ fn stress_mixed_spawn_yield_join() {
 
 const CHILD_ENV: &str = "GORT_SCHED_IT_CHILD";
 
-/// The command that re-runs this test binary: through `GORT_TEST_RUNNER` if set (split at
-/// whitespace, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`), else directly.
-fn self_command() -> Command {
-    let exe = std::env::current_exe().unwrap();
-    if let Ok(runner) = std::env::var("GORT_TEST_RUNNER") {
-        let mut words = runner.split_whitespace();
-        if let Some(program) = words.next() {
-            let mut command = Command::new(program);
-            command.args(words).arg(exe);
-            return command;
-        }
-    }
-    Command::new(exe)
-}
-
 /// Runs the `child` test of this binary in a new process with `role`, bounded by the hang
 /// guard.
 fn run_child(role: &str, env: &[(&str, &str)]) -> Output {
-    let mut command = self_command();
-    command
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let child = command.spawn().unwrap();
-    let pid = child.id();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || sender.send(child.wait_with_output()));
-    match receiver.recv_timeout(HANG_GUARD) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("child {role} did not finish within {HANG_GUARD:?}");
-        }
-    }
+    common::run_child_test(CHILD_ENV, role, env, &[], HANG_GUARD)
 }
 
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::describe;
 
 /// The entry point of every child process; does nothing in a normal test run.
 #[test]

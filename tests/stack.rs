@@ -5,12 +5,13 @@
 //! `GORT_STACK_GUARD`, which is read once), so each runs in a child process: this test binary
 //! re-runs itself with `--exact child` and `GORT_STACK_IT_CHILD=<role>`, bounded by a timeout.
 
+mod common;
+
 use std::hint::black_box;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{self, AssertUnwindSafe};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use gort::{Builder, JoinHandle, Preempt, Runtime};
@@ -18,66 +19,18 @@ use gort::{Builder, JoinHandle, Preempt, Runtime};
 const CHILD_ENV: &str = "GORT_STACK_IT_CHILD";
 const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The command that re-runs this test binary: through `GORT_TEST_RUNNER` if set (split at
-/// whitespace, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`); through the emulator this
-/// process runs under, if any (qemu-user without binfmt_misc cannot exec a foreign binary;
-/// it hides itself from `/proc/self/exe` but not from `/proc/thread-self/exe`); else directly.
-fn self_command() -> Command {
-    let exe = std::env::current_exe().unwrap();
-    if let Ok(runner) = std::env::var("GORT_TEST_RUNNER") {
-        let mut words = runner.split_whitespace();
-        if let Some(program) = words.next() {
-            let mut command = Command::new(program);
-            command.args(words).arg(exe);
-            return command;
-        }
-    }
-    if let Some(emulator) = emulator() {
-        let mut command = Command::new(emulator);
-        let sysroot = format!("/usr/{}-linux-gnu", std::env::consts::ARCH);
-        if std::path::Path::new(&sysroot).is_dir() {
-            command.arg("-L").arg(sysroot);
-        }
-        command.arg(exe);
-        return command;
-    }
-    Command::new(exe)
-}
-
-/// The qemu-user binary running this process, if it is emulated.
-fn emulator() -> Option<std::path::PathBuf> {
-    let host_exe = std::fs::read_link("/proc/thread-self/exe").ok()?;
-    let name = host_exe.file_name()?.to_str()?;
-    name.starts_with("qemu-").then_some(host_exe)
-}
-
 /// Runs the `child` test of this binary in a new process with `role`.
 fn run_child(role: &str, env: &[(&str, &str)]) -> Output {
-    let mut command = self_command();
-    command
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, role)
-        .env_remove("GORT_STACK_GUARD")
-        .env_remove("GORT_STACK_KB")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let child = command.spawn().unwrap();
-    let pid = child.id();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || sender.send(child.wait_with_output()));
-    match receiver.recv_timeout(CHILD_TIMEOUT) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("child {role} did not finish within {CHILD_TIMEOUT:?}");
-        }
-    }
+    common::run_child_test(
+        CHILD_ENV,
+        role,
+        env,
+        &["GORT_STACK_GUARD", "GORT_STACK_KB"],
+        CHILD_TIMEOUT,
+    )
 }
+
+use common::emulator;
 
 /// The guard modes to test: `madvise` needs Linux 6.13 natively (qemu-user ignores the
 /// advice, and gort then falls back to `mprotect`).

@@ -1,0 +1,87 @@
+//! Child-process machinery shared by the integration tests: re-run the current test binary
+//! with a role in an environment variable, bounded by a timeout, under the same emulator when
+//! the suite runs under qemu-user.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The command that re-runs this test binary: through `GORT_TEST_RUNNER` if set (split at
+/// whitespace, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`); through the emulator this
+/// process runs under, if any (qemu-user without binfmt_misc cannot exec a foreign binary;
+/// it hides itself from `/proc/self/exe` but not from `/proc/thread-self/exe`); else directly.
+pub fn self_command() -> Command {
+    let exe = std::env::current_exe().unwrap();
+    if let Ok(runner) = std::env::var("GORT_TEST_RUNNER") {
+        let mut words = runner.split_whitespace();
+        if let Some(program) = words.next() {
+            let mut command = Command::new(program);
+            command.args(words).arg(exe);
+            return command;
+        }
+    }
+    if let Some(emulator) = emulator() {
+        let mut command = Command::new(emulator);
+        let sysroot = format!("/usr/{}-linux-gnu", std::env::consts::ARCH);
+        if std::path::Path::new(&sysroot).is_dir() {
+            command.arg("-L").arg(sysroot);
+        }
+        command.arg(exe);
+        return command;
+    }
+    Command::new(exe)
+}
+
+/// The qemu-user binary running this process, if it is emulated.
+pub fn emulator() -> Option<std::path::PathBuf> {
+    let host_exe = std::fs::read_link("/proc/thread-self/exe").ok()?;
+    let name = host_exe.file_name()?.to_str()?;
+    name.starts_with("qemu-").then_some(host_exe)
+}
+
+/// Runs the test named `child` of this binary in a new process, with `child_env=role` and
+/// `env` set and the variables in `remove` unset; kills it and panics after `timeout`.
+pub fn run_child_test(
+    child_env: &str,
+    role: &str,
+    env: &[(&str, &str)],
+    remove: &[&str],
+    timeout: Duration,
+) -> Output {
+    let mut command = self_command();
+    command
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(child_env, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in remove {
+        command.env_remove(var);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let child = command.spawn().unwrap();
+    let pid = child.id();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || sender.send(child.wait_with_output()));
+    match receiver.recv_timeout(timeout) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("child {role} did not finish within {timeout:?}");
+        }
+    }
+}
+
+/// Exit status and both output streams, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
