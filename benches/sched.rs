@@ -4,10 +4,15 @@
 //! - `yield_pingpong/procs1`: two goroutines on one P, each calling `yield_now` in a loop;
 //!   time per switch (one yield = one switch to the other goroutine and back through g0).
 //! - `spawn/procs1`, `spawn/procs2`: a goroutine spawns empty goroutines in batches of
-//!   [`BATCH`] and joins each batch; time per goroutine spawned, run and joined. (Waiting
+//!   [`BATCH`] (10,000) and joins each batch; time per goroutine spawned, run and joined.
+//!   After the first batch every goroutine reuses a dead G and its stack from the free
+//!   lists: this is the warm path (the cold 1M case is `examples/bench.rs spawn`). Waiting
 //!   by polling a countdown with `yield_now` was rejected: with 2 Ps the poller's P keeps
-//!   re-running the poller instead of stealing, which measures the harness, not gort.) Batches keep the live set small, so this is the
-//!   warm, free-list path (the cold 1M case is `examples/bench.rs spawn`).
+//!   re-running the poller instead of stealing, which measures the harness, not gort.
+//! - `spawn_batch/procs1/{100,1000}`: the same with smaller batches. The cost per goroutine
+//!   depends on how many distinct G structs and stack pages one batch cycles through (each
+//!   spawned goroutine touches its own stack's top page); comparing these with
+//!   `spawn/procs1` shows that working-set effect (see BENCHMARKS.md).
 //! - `spawn_join/procs1`, `spawn_join/procs2`: a goroutine spawns one goroutine and joins it;
 //!   time per spawn + run + join (the joiner parks unless the child already finished).
 //!
@@ -16,11 +21,11 @@
 //! and returns it to criterion, so the cost of entering the runtime from the bench thread
 //! (one `block_on` per sample) is not counted either.
 //!
-//! Run: `cargo bench --bench sched` (about 1 minute).
+//! Run: `cargo bench --bench sched` (about 70 s).
 
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Goroutines spawned before waiting for them, in the spawn groups.
 const BATCH: u64 = 10_000;
@@ -55,15 +60,15 @@ fn yield_pingpong(rt: &gort::Runtime, iters: u64) -> Duration {
     d.mul_f64(iters as f64 / (2 * per) as f64)
 }
 
-/// Spawn `iters` empty goroutines in batches of `BATCH`, joining each batch (in spawn order:
+/// Spawn `iters` empty goroutines in batches of `batch`, joining each batch (in spawn order:
 /// the joiner parks on the first unfinished goroutine and finds most of the rest finished).
-fn spawn_batches(rt: &gort::Runtime, iters: u64) -> Duration {
+fn spawn_batches(rt: &gort::Runtime, iters: u64, batch: u64) -> Duration {
     rt.block_on(move || {
-        let mut handles = Vec::with_capacity(BATCH as usize);
+        let mut handles = Vec::with_capacity(batch as usize);
         let t0 = Instant::now();
         let mut todo = iters;
         while todo > 0 {
-            let k = todo.min(BATCH);
+            let k = todo.min(batch);
             todo -= k;
             for _ in 0..k {
                 handles.push(gort::go(|| ()));
@@ -99,8 +104,21 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("spawn");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("procs1", |b| b.iter_custom(|n| spawn_batches(&rt1, n)));
-    g.bench_function("procs2", |b| b.iter_custom(|n| spawn_batches(&rt2, n)));
+    g.bench_function("procs1", |b| {
+        b.iter_custom(|n| spawn_batches(&rt1, n, BATCH))
+    });
+    g.bench_function("procs2", |b| {
+        b.iter_custom(|n| spawn_batches(&rt2, n, BATCH))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("spawn_batch/procs1");
+    g.throughput(Throughput::Elements(1));
+    for batch in [100u64, 1000] {
+        g.bench_function(BenchmarkId::from_parameter(batch), |b| {
+            b.iter_custom(|n| spawn_batches(&rt1, n, batch))
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("spawn_join");
@@ -115,8 +133,7 @@ fn benches(c: &mut Criterion) {
 
 criterion_group! {
     name = sched;
-    // 5 benchmarks x (1 s warm-up + 4 s measurement) plus analysis: well under a minute
-    // of measuring. 50 samples are plenty for ns-scale operations with ms-long samples.
+    // 7 benchmarks x (1 s warm-up + 4 s measurement) plus analysis: about a minute. 50 samples are plenty for ns-scale operations with ms-long samples.
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))

@@ -5,7 +5,8 @@
 //! cargo run --release --example bench -- <yield|spawn|memory> [flags]
 //!   yield  [-g 2] [-n 10000000]   g goroutines each yield n times; ns per switch = total / (g*n)
 //!   spawn  [-n 1000000]           spawn n empty goroutines and wait for all: a cold round,
-//!                                 VmHWM, then a warm round in the same process
+//!                                 VmHWM, then a warm round in the same process, then (not
+//!                                 in the anchor) VmRSS after 500 ms idle
 //!   memory [-n 100000]            park n goroutines; VmRSS delta per goroutine
 //! ```
 //!
@@ -179,6 +180,14 @@ fn cmd_spawn(flags: &[(String, usize)]) {
     // Second round in the same process: dead Gs and their stacks come from the free lists.
     let d = spawn_round(n);
     emit("spawn_warm", ns_per(d, n), "ns/goroutine");
+    // Not in the anchor: what stays resident once the runtime has been idle for a while
+    // (dead goroutines' cached stacks are scavenged when every P is idle).
+    std::thread::sleep(Duration::from_millis(500));
+    emit(
+        "spawn_rss_idle",
+        round(proc_status_kb("VmRSS") as f64 / 1024.0, 1),
+        "MiB",
+    );
 }
 
 // ---------------------------------------------------------------------------------- memory

@@ -16,8 +16,9 @@
 //!
 //! Layout: `arch` (context switch, with the assembly in `asm/`), `stack` (mmap'd stacks),
 //! `sched` (G, M, P, run queues, the scheduler loop, parking), `time` (per-P timer heaps,
-//! sleep, timers, tickers), `runtime` (configuration, default runtime, shutdown), `stats`. See
-//! DESIGN.md for the architecture.
+//! sleep, timers, tickers), `chan` (channels and `select!`), `sync` (mutexes, condition
+//! variables, wait groups that park goroutines), `local` (goroutine-local storage), `runtime`
+//! (configuration, default runtime, shutdown), `stats`. See DESIGN.md for the architecture.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -30,6 +31,9 @@ pub(crate) mod loom;
 
 #[cfg(not(loom))]
 pub(crate) mod arch;
+pub mod chan;
+#[cfg(not(loom))]
+pub mod local;
 #[cfg(not(loom))]
 mod runtime;
 pub(crate) mod sched;
@@ -37,6 +41,7 @@ pub(crate) mod sched;
 pub(crate) mod stack;
 #[cfg(not(loom))]
 mod stats;
+pub mod sync;
 #[cfg(not(loom))]
 pub mod time;
 

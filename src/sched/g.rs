@@ -73,6 +73,10 @@ pub(crate) struct G {
     pub(crate) sched: *const crate::sched::Sched,
     /// Optional name from `Builder::name`.
     pub(crate) name: Option<Box<str>>,
+    /// Goroutine-local values (`gort::local!`): touched only by the running goroutine; no
+    /// allocation until it uses one; emptied by the goroutine itself as it exits
+    /// (`local::goroutine_exit`), so a reused G starts fresh.
+    pub(crate) locals: crate::local::Locals,
 }
 
 // SAFETY: a G moves between threads only through queues/CASes that hand ownership over with
@@ -91,6 +95,7 @@ impl G {
             task_ptr: ptr::null::<crate::sched::task::NoTask>() as *const dyn Task,
             sched,
             name: None,
+            locals: crate::local::Locals::new(),
         })
     }
 

@@ -382,7 +382,10 @@ pub(crate) fn timer_wake(s: &Sched, when: u64) {
     // SeqCst: the load half of the adder's StoreLoad (after its SeqCst `next_when` store).
     let until = s.timers.sleep_until.load(Ordering::SeqCst);
     if until == 0 {
-        wakep(s);
+        // Acquire: pairs with the store in shutdown; no new M once it began.
+        if !s.shutting_down.load(Ordering::Acquire) {
+            wakep(s);
+        }
         return;
     }
     if when >= until {

@@ -49,6 +49,10 @@ pub(crate) struct M {
     pub(crate) spinning: Cell<bool>,
     pub(crate) park: Note,
     pub(crate) action: Cell<Action>,
+    /// A goroutine that just switched directly to `curg` (without passing through g0), and
+    /// the action it asked for: carried out by `post_switch` on `curg`'s stack.
+    pub(crate) prev: Cell<*mut G>,
+    pub(crate) prev_action: Cell<Action>,
     pub(crate) park_fn: Cell<Option<ParkFn>>,
     pub(crate) park_arg: Cell<usize>,
     /// The runtime this M belongs to. The M's thread keeps it alive through `keepalive`.
@@ -89,10 +93,12 @@ thread_local! {
 
 /// The M of this thread, or null.
 ///
-/// Never inlined on aarch64: there LLVM may keep the thread pointer (`tpidr_el0`) in a register
-/// across a call, and a goroutine can come back from a switch on another thread.
-#[cfg_attr(target_arch = "aarch64", inline(never))]
-#[cfg_attr(not(target_arch = "aarch64"), inline)]
+/// Never inlined: LLVM treats the thread pointer (`fs` base on x86_64, `tpidr_el0` on
+/// aarch64) as a constant within a function and may keep a TLS address computed before a
+/// call in a register after it — but a goroutine can come back from a switch on another
+/// thread. Out of line, every call reads the current thread's value. (Seen: `current_id()`
+/// inlined into a goroutine returned another goroutine's id after a `yield_now` moved it.)
+#[inline(never)]
 pub(crate) fn current_m() -> *mut M {
     CURRENT_M.with(|c| c.get())
 }
@@ -124,6 +130,8 @@ impl M {
             spinning: Cell::new(false),
             park: Note::new(),
             action: Cell::new(Action::None),
+            prev: Cell::new(ptr::null_mut()),
+            prev_action: Cell::new(Action::None),
             park_fn: Cell::new(None),
             park_arg: Cell::new(0),
             sched: SchedRef(Arc::as_ptr(&sched)),

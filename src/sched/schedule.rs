@@ -5,6 +5,8 @@
 //! ```text
 //! schedule:  loop { g = find_runnable(); if spinning { reset_spinning } ; execute(g) }
 //! execute:   switch g0 -> g ... g calls mcall(action): switch g -> g0 ... handle action
+//! mcall:     next local G ready? switch g -> next directly; next runs post_switch (handles
+//!            g's action); else switch g -> g0 as above
 //! ```
 //! `execute` hands the G the M pointer as the switch value and stores the G in `m.curg`;
 //! `mcall` records the action in `m.action` and switches back. Only g0 changes a G's status
@@ -78,9 +80,9 @@ fn schedule(m: &M) {
     }
 }
 
-/// Run `g` on this M until it gives the CPU back, then deal with its request.
+/// Run `g` on this M until it gives the CPU back to g0, then deal with its request.
 fn execute(m: &M, g: *mut G, mut inherit: bool) {
-    let s = &*m.sched;
+    let mut g = g;
     loop {
         let p = m.p.get();
         // SAFETY: we hold `p`; `g` was dequeued by us, so we own it (see g.rs).
@@ -92,74 +94,166 @@ fn execute(m: &M, g: *mut G, mut inherit: bool) {
         }
         m.curg.set(g);
         // SAFETY: g's context is valid (Runnable: saved by its last switch or by arch::init)
-        // and g0's slot is ours; the G runs until it calls `mcall`, which switches back here.
+        // and g0's slot is ours; goroutines run (switching directly among themselves) until
+        // one calls `mcall` with nothing local to switch to, which switches back here.
         unsafe { arch::switch(m.g0.get(), &(*g).ctx, m as *const M as usize) };
-        m.curg.set(std::ptr::null_mut());
-        let p = m.p.get();
-        // SAFETY: we still hold `p` (nothing takes a P from a running M yet).
-        let pr = unsafe { &*p };
-        match m.action.replace(Action::None) {
-            Action::Yield => {
-                PCounters::bump(&pr.counters.yields);
-                // SAFETY: the G is stopped and ours until it is on the queue.
-                unsafe { (*g).set_status(Status::Runnable) };
-                // To the back of the line. With nothing else queued locally, "the line" is the
-                // global queue (Go's Gosched always uses it): otherwise a goroutine polling
-                // with yield_now would be picked again at once, and the global queue would be
-                // served only every 61st tick.
-                // Relaxed: a hint; a stale read only changes which queue is used.
-                if pr.runq.is_empty() && s.runqsize.load(Ordering::Relaxed) > 0 {
-                    globrunqput(s, g);
-                } else {
-                    runqput(s, pr, g, false);
-                }
-                return;
-            }
-            Action::Park => {
-                // SAFETY: as above; status Waiting must be visible before `f` publishes the
-                // parking (set_status is a release store).
-                unsafe { (*g).set_status(Status::Waiting) };
-                let f = m.park_fn.take();
-                let arg = m.park_arg.get();
-                // SAFETY: gopark's contract: `f` is valid for `(g, arg)`.
-                let parked = match f {
-                    Some(f) => unsafe { f(g, arg) },
-                    None => true,
-                };
-                if parked {
-                    // The G may already be running elsewhere: do not touch it again.
-                    return;
-                }
+        // The goroutine that came back is not necessarily `g`: it is `curg`.
+        let back = m.curg.replace(std::ptr::null_mut());
+        match finish(m, back, m.action.replace(Action::None), true) {
+            Some(again) => {
                 // Not parked after all: resume it at once, same time slice.
+                g = again;
                 inherit = true;
             }
-            Action::Exit => {
-                PCounters::bump(&pr.counters.completed);
-                // SAFETY: the G finished; its struct is ours.
-                unsafe {
-                    (*g).set_status(Status::Dead);
-                    (*g).task_ptr =
-                        std::ptr::null::<crate::sched::task::NoTask>() as *const dyn Task;
-                    (*g).name = None;
-                }
-                gfput(s, pr, g);
-                return;
-            }
-            Action::None => fatal("goroutine switched to g0 without an action"),
+            None => return,
         }
     }
 }
 
-/// Switch from the running goroutine to its M's g0, asking it to perform `action`.
+/// Carry out what goroutine `g` asked for when it stopped running (`action`), once its
+/// registers are saved: on g0 after `mcall` came back (`on_g0`), or on the next goroutine's
+/// stack right after a direct switch (`post_switch`). Returns a G to resume at once (a park
+/// whose condition was already met) when on g0; off g0 that G goes to `runnext` instead.
+#[inline]
+fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
+    let s = &*m.sched;
+    // SAFETY: we still hold our P (nothing takes a P from a running M yet).
+    let pr = unsafe { &*m.p.get() };
+    match action {
+        Action::Yield => {
+            PCounters::bump(&pr.counters.yields);
+            // SAFETY: the G is stopped and ours until it is on the queue.
+            unsafe { (*g).set_status(Status::Runnable) };
+            // To the back of the line. With nothing else queued locally, "the line" is the
+            // global queue (Go's Gosched always uses it): otherwise a goroutine polling with
+            // yield_now would be picked again at once, and the global queue would be served
+            // only every 61st tick.
+            // Relaxed: a hint; a stale read only changes which queue is used.
+            if pr.runq.is_empty() && s.runqsize.load(Ordering::Relaxed) > 0 {
+                globrunqput(s, g);
+            } else {
+                runqput(s, pr, g, false);
+            }
+            None
+        }
+        Action::Park => {
+            // SAFETY: as above; status Waiting must be visible before `f` publishes the
+            // parking (set_status is a release store).
+            unsafe { (*g).set_status(Status::Waiting) };
+            let f = m.park_fn.take();
+            let arg = m.park_arg.get();
+            // SAFETY: gopark's contract: `f` is valid for `(g, arg)`.
+            let parked = match f {
+                Some(f) => unsafe { f(g, arg) },
+                None => true,
+            };
+            if parked {
+                // The G may already be running elsewhere: do not touch it again.
+                return None;
+            }
+            if on_g0 {
+                return Some(g);
+            }
+            // Off g0 we cannot resume it here: it runs next instead.
+            // SAFETY: still ours: nobody readies a G whose park function said no.
+            unsafe { (*g).set_status(Status::Runnable) };
+            runqput(s, pr, g, true);
+            None
+        }
+        Action::Exit => {
+            PCounters::bump(&pr.counters.completed);
+            // SAFETY: the G finished and we are off its stack; its struct is ours.
+            unsafe {
+                (*g).set_status(Status::Dead);
+                (*g).task_ptr = std::ptr::null::<crate::sched::task::NoTask>() as *const dyn Task;
+                (*g).name = None;
+            }
+            gfput(s, pr, g);
+            None
+        }
+        Action::None => fatal("goroutine stopped without an action"),
+    }
+}
+
+/// The next goroutine of this M's P, when it can be had without g0's help: `find_runnable`'s
+/// local step, guarded by every condition under which `find_runnable` would do something
+/// else first (shutdown, a retiring P, the 61st-tick global check, due timers).
+#[inline]
+fn next_local(m: &M) -> Option<(*mut G, bool)> {
+    let s = &*m.sched;
+    // SAFETY: a goroutine's M holds a P.
+    let pr = unsafe { &*m.p.get() };
+    // Relaxed: hints; whatever they miss, g0 sees at the next pass through find_runnable.
+    if s.shutting_down.load(Ordering::Relaxed)
+        || pr.id >= s.procs()
+        || pr.timers.next_when() != crate::time::heap::NO_TIMER
+    {
+        return None;
+    }
+    // SAFETY: owner-only field of the P we hold.
+    let tick = unsafe { *pr.schedtick.get() };
+    if tick % GLOBAL_CHECK_TICKS == 0 && s.runqsize.load(Ordering::Relaxed) > 0 {
+        return None;
+    }
+    let (g, inherit) = pr.runq.pop()?;
+    PCounters::bump(if inherit {
+        &pr.counters.runnext_hits
+    } else {
+        &pr.counters.local_hits
+    });
+    Some((g.as_ptr(), inherit))
+}
+
+/// Stop the running goroutine with `action` (yield, park, exit) and run the next one.
+///
+/// Fast path: when the P's own queue has the next goroutine, switch to it directly — one
+/// switch instead of two through g0, and no pass through `find_runnable`. The stopped
+/// goroutine is handed over in `m.prev`, and the goroutine that runs next calls
+/// [`post_switch`] on its own stack to carry out `action` — only then, with the registers
+/// saved, may the stopped G be put on a queue or parked (the property Go gets from `mcall`).
+/// Otherwise switch to g0, which runs the full `find_runnable`.
+///
 /// Returns when the goroutine is resumed (possibly on another M).
 #[inline(never)]
 pub(crate) fn mcall(m: &M, action: Action) {
     let g = m.curg.get();
-    m.action.set(action);
-    // SAFETY: `g` is the running goroutine of this M; its ctx slot receives our registers and
-    // g0's context was saved by `execute`. Nothing of `m` is used after the switch returns
-    // (we may come back on another M).
-    unsafe { arch::switch(&mut (*g).ctx, m.g0.get(), 0) };
+    let resumed_on = match next_local(m) {
+        Some((next, inherit)) => {
+            // SAFETY: we hold the P; `next` was dequeued by us, so it is ours.
+            unsafe {
+                if !inherit {
+                    *(*m.p.get()).schedtick.get() += 1;
+                }
+                (*next).set_status(Status::Running);
+            }
+            m.prev.set(g);
+            m.prev_action.set(action);
+            m.curg.set(next);
+            // SAFETY: `g` is the running goroutine; `next`'s context is valid (Runnable). The
+            // value passed back on resumption is the resuming M.
+            unsafe { arch::switch(&mut (*g).ctx, &(*next).ctx, m as *const M as usize) }
+        }
+        None => {
+            m.action.set(action);
+            // SAFETY: `g` is the running goroutine of this M; its ctx slot receives our
+            // registers and g0's context was saved by `execute`.
+            unsafe { arch::switch(&mut (*g).ctx, m.g0.get(), 0) }
+        }
+    };
+    // Resumed, maybe on another M: the switch value is the M that resumed us (`m` may be
+    // stale). Nothing of the old `m` is used from here on.
+    // SAFETY: every switch into a goroutine passes the resuming M.
+    post_switch(unsafe { &*(resumed_on as *const M) });
+}
+
+/// Run right after a switch lands in a goroutine: if the previous goroutine switched here
+/// directly, carry out its action now that its registers are saved (see [`mcall`]).
+#[inline]
+pub(crate) fn post_switch(m: &M) {
+    let prev = m.prev.replace(std::ptr::null_mut());
+    if !prev.is_null() {
+        finish(m, prev, m.prev_action.replace(Action::None), false);
+    }
 }
 
 /// First code a goroutine runs (via the asm entry trampoline).
@@ -167,6 +261,9 @@ pub(crate) fn mcall(m: &M, action: Action) {
 /// # Safety
 /// Only called by `gort_goroutine_entry` with the G pointer given to `arch::init`.
 pub(crate) unsafe extern "C" fn goroutine_entry(arg: usize) -> ! {
+    // A fresh context gets no switch value: find our M through the thread.
+    // SAFETY: a goroutine always runs on an M.
+    post_switch(unsafe { &*current_m() });
     let g = arg as *mut G;
     // SAFETY: the G is Running on this M; its task field is ours.
     let task = unsafe { (*g).task.take() };
@@ -319,9 +416,13 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
             }
         }
 
-        // Last one out turns the lights off: give memory of cached stacks back.
+        // Last one out turns the lights off: give memory of cached stacks back — unless a
+        // timer is due within SCAVENGE_TIMER_HORIZON (a gap between timers is not idleness:
+        // the burst goes on and would fault the pages back in).
         // Relaxed: a heuristic.
-        if s.npidle.load(Ordering::Relaxed) >= s.procs() {
+        if s.npidle.load(Ordering::Relaxed) >= s.procs()
+            && !crate::time::due_within(s, SCAVENGE_TIMER_HORIZON)
+        {
             scavenge(s);
         }
 
@@ -624,6 +725,9 @@ fn gfpurge(s: &Sched, p: &P) {
 
 /// Scavenge batch: stacks released per lock round trip.
 const SCAVENGE_BATCH: usize = 64;
+/// No scavenging when a timer is due within this many ns: a batch costs ~0.1 ms, and a
+/// shorter gap between timers is a busy runtime catching its breath, not an idle one.
+const SCAVENGE_TIMER_HORIZON: u64 = 1_000_000;
 
 /// The runtime is idle: return the memory of cached dead goroutines' stacks to the kernel
 /// (`MADV_DONTNEED` below each stack's top page), so RSS shrinks back after a burst (Go's
@@ -665,7 +769,10 @@ fn scavenge(s: &Sched) {
             }
         }
         // Relaxed: heuristics; stopping early only delays the scavenging.
-        if s.runqsize.load(Ordering::Relaxed) > 0 || s.npidle.load(Ordering::Relaxed) < s.procs() {
+        if s.runqsize.load(Ordering::Relaxed) > 0
+            || s.npidle.load(Ordering::Relaxed) < s.procs()
+            || crate::time::due_within(s, 0)
+        {
             return;
         }
     }

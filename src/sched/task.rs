@@ -150,6 +150,8 @@ where
             Some(f) => catch_unwind(AssertUnwindSafe(f)),
             None => return,
         };
+        // Drop the goroutine's `local!` values before `join` can see the result.
+        crate::local::goroutine_exit();
         // SAFETY: the result slot is ours until `finish` publishes it.
         unsafe { *self.packet.result.get() = Some(r) };
         self.packet.finish(DONE);

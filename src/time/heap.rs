@@ -9,11 +9,17 @@
 //!   null -> h by a CAS while holding h's lock (arming), h -> null while holding h's lock
 //!   (disarming, or popping to run), h -> h2 while holding both locks (moving the timers of a
 //!   retired P). So whoever holds h's lock and reads `heap == h` owns the node's heap fields
-//!   (`when`, `period`, `seq`, `idx`) until it unlocks; a node not on any heap has its fields
+//!   (`when`, `period`, `seq`, `slot`) until it unlocks; a node not on any heap has its fields
 //!   owned by the thread whose CAS puts it on one.
-//! * **Order.** `entries[i].when == node.when` for every entry, `node.idx == i`, and each
-//!   entry's `when` is at most its four children's (`4i+1 ..= 4i+4`). `next_when` mirrors
-//!   `entries[0].when` ([`NO_TIMER`] when empty): stored under the lock, read without it.
+//! * **Order.** For every entry `i`: `entries[i].when == node.when`, `slots[entries[i].slot]`
+//!   is `(node, i)` and `node.slot == entries[i].slot`; each entry's `when` is at most its
+//!   four children's (`4i+1 ..= 4i+4`). `next_when` mirrors `entries[0].when` ([`NO_TIMER`]
+//!   when empty): stored under the lock, read without it.
+//!
+//! The slot table is the heap's own dense array of `(node, index)`: sifting moves entries and
+//! must record each one's new index, and writing it into the node itself would touch one
+//! random page per move (nodes live on goroutine stacks) — with 100,000 sleepers, a cache and
+//! TLB miss per level of every pop.
 //! * **Running.** A node popped to run has `running > 0` from before it leaves the heap until
 //!   its callback drops the [`Running`] token. [`TimerNode::cancel_sync`] waits for zero, so the
 //!   owner of a node may free it once `cancel_sync` returns: no callback is running, and none
@@ -65,8 +71,8 @@ pub(crate) struct TimerNode {
     period: UnsafeCell<u64>,
     /// Arming count: bumped by every `arm`, passed to the callback.
     seq: UnsafeCell<u64>,
-    /// Index in the heap's entries.
-    idx: UnsafeCell<usize>,
+    /// The node's slot in its heap's slot table (which holds its entry index).
+    slot: UnsafeCell<u32>,
     /// Callbacks in progress (see "Running").
     running: AtomicU32,
     f: TimerFn,
@@ -102,7 +108,7 @@ impl TimerNode {
             when: UnsafeCell::new(0),
             period: UnsafeCell::new(0),
             seq: UnsafeCell::new(0),
-            idx: UnsafeCell::new(0),
+            slot: UnsafeCell::new(0),
             running: AtomicU32::new(0),
             f,
             arg,
@@ -186,12 +192,13 @@ impl TimerNode {
                 continue;
             }
             // SAFETY: on `h`, whose lock we hold.
-            let (idx, seq) = unsafe {
+            let (slot, seq) = unsafe {
                 *self.when.get() = when;
                 *self.period.get() = period;
                 *self.seq.get() += 1;
-                (*self.idx.get(), *self.seq.get())
+                (*self.slot.get(), *self.seq.get())
             };
+            let idx = g.slots[slot as usize].idx as usize;
             g.entries[idx].when = when;
             g.fix(idx);
             let first = hr.publish(&g);
@@ -227,7 +234,15 @@ impl TimerNode {
                 continue;
             }
             // SAFETY: on `h`, whose lock we hold.
-            let idx = unsafe { *self.idx.get() };
+            let slot = unsafe { *self.slot.get() };
+            let idx = g.slots[slot as usize].idx as usize;
+            // DEBUG-TIMERS
+            if idx >= g.entries.len() || g.node(g.entries[idx]) != NonNull::from(self) {
+                crate::sched::fatal_fmt(format_args!(
+                    "disarm: wrong idx {idx} len {} slot {slot}",
+                    g.entries.len()
+                ));
+            }
             g.remove_at(idx);
             // Release: pairs with the Acquire loads of `heap` (the next armer sees our writes).
             self.heap.store(ptr::null_mut(), Ordering::Release);
@@ -280,12 +295,23 @@ impl Drop for Running {
 struct Entry {
     /// Copy of `node.when`, so sifting reads only the entries array.
     when: u64,
+    /// Index into `Heap::slots`.
+    slot: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
     node: NonNull<TimerNode>,
+    /// The node's index in `entries`.
+    idx: u32,
 }
 
 /// The heap proper, behind [`Timers`]'s lock.
 pub(crate) struct Heap {
     entries: Vec<Entry>,
+    slots: Vec<Slot>,
+    /// Unused slots.
+    free: Vec<u32>,
 }
 
 // SAFETY: the node pointers are only dereferenced under the heap lock, per the membership
@@ -293,31 +319,65 @@ pub(crate) struct Heap {
 unsafe impl Send for Heap {}
 
 impl Heap {
+    const fn new() -> Heap {
+        Heap {
+            entries: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
     #[inline]
     fn set(&mut self, i: usize, e: Entry) {
         self.entries[i] = e;
-        // SAFETY: the node is on this heap and the caller holds its lock.
-        unsafe { *e.node.as_ref().idx.get() = i };
+        self.slots[e.slot as usize].idx = i as u32;
+    }
+
+    #[inline]
+    fn node(&self, e: Entry) -> NonNull<TimerNode> {
+        self.slots[e.slot as usize].node
     }
 
     fn push(&mut self, when: u64, node: NonNull<TimerNode>) {
-        self.entries.push(Entry { when, node });
-        let i = self.entries.len() - 1;
+        let i = self.entries.len();
+        let sl = Slot {
+            node,
+            idx: i as u32,
+        };
+        let slot = match self.free.pop() {
+            Some(k) => {
+                self.slots[k as usize] = sl;
+                k
+            }
+            None => {
+                self.slots.push(sl);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        // SAFETY: the node is joining this heap and the caller holds its lock.
+        unsafe { *node.as_ref().slot.get() = slot };
+        self.entries.push(Entry { when, slot });
         self.sift_up(i);
     }
 
-    fn remove_at(&mut self, i: usize) -> Entry {
-        let last = self.entries.len() - 1;
+    fn remove_at(&mut self, i: usize) -> (u64, NonNull<TimerNode>) {
         let e = self.entries[i];
+        let node = self.node(e);
+        let last = self.entries.len() - 1;
+        let moved = self.entries[last];
+        self.entries.pop();
         if i != last {
-            let moved = self.entries[last];
-            self.entries.pop();
             self.set(i, moved);
             self.fix(i);
-        } else {
-            self.entries.pop();
         }
-        e
+        if self.entries.is_empty() {
+            // Start the slot table over (keeping its capacity).
+            self.slots.clear();
+            self.free.clear();
+        } else {
+            self.free.push(e.slot);
+        }
+        (e.when, node)
     }
 
     /// Restore the order after `entries[i].when` changed.
@@ -387,9 +447,7 @@ pub(crate) struct Timers {
 impl Timers {
     pub(crate) fn new() -> Timers {
         Timers {
-            heap: Mutex::new(Heap {
-                entries: Vec::new(),
-            }),
+            heap: Mutex::new(Heap::new()),
             next_when: AtomicU64::new(NO_TIMER),
             len: AtomicUsize::new(0),
         }
@@ -438,24 +496,38 @@ impl Timers {
         first
     }
 
-    /// Run every timer due at `now`: pop it (or re-arm it, if periodic), unlock, call it,
-    /// relock. The caller holds a P (callbacks ready goroutines onto it) and passes that P's
-    /// `timers_run` counter, bumped before each callback (so a goroutine it wakes sees itself
-    /// counted). Returns how many callbacks ran. Any M.
-    pub(crate) fn run(&self, now: u64, counter: &AtomicU64) -> u64 {
+    /// Run the timers due at `now`, earliest first, at most `budget` of them: pop each (or
+    /// re-arm it, if periodic), unlock, call it, relock. The caller holds a P (callbacks
+    /// ready goroutines onto it) and passes that P's `timers_run` counter, bumped before each
+    /// callback (so a goroutine it wakes sees itself counted). Returns how many callbacks
+    /// ran. Any M.
+    pub(crate) fn run(&self, now: u64, budget: u64, counter: &AtomicU64) -> u64 {
         let mut ran = 0;
         let mut g = self.lock();
         while let Some(&top) = g.entries.first() {
-            if top.when > now {
+            if top.when > now || ran == budget {
                 break;
             }
+            let node = g.node(top);
             // SAFETY: the node is on this heap and we hold its lock (membership rule).
-            let n = unsafe { top.node.as_ref() };
+            let n = unsafe { node.as_ref() };
             // Relaxed: ordered before the Release store of `heap` below (one-shot) or the
             // unlock (periodic); `cancel_sync` reads it after acquiring either.
             n.running.fetch_add(1, Ordering::Relaxed);
             // SAFETY: as above.
             let (seq, period) = unsafe { (*n.seq.get(), *n.period.get()) };
+            // DEBUG-TIMERS
+            let nw = unsafe { *n.when.get() };
+            let nh = n.heap.load(Ordering::Relaxed);
+            if nw != top.when
+                || nh != self as *const Timers as *mut Timers
+                || g.slots[top.slot as usize].idx != 0
+            {
+                crate::sched::fatal_fmt(format_args!(
+                    "timer heap corrupt: node.when {nw} entry.when {} now {now} heap {nh:p} self {:p} idx {}",
+                    top.when, self, g.slots[top.slot as usize].idx
+                ));
+            }
             if period > 0 {
                 // Next deadline after `now`, on the original grid: missed periods are dropped
                 // (Go's rule), so a slow consumer sees one tick, not a burst.
@@ -479,7 +551,7 @@ impl Timers {
             crate::sched::p::PCounters::bump(counter);
             // SAFETY: the callback contract (TimerFn): `arg` is what the node's owner set up
             // for `f`; the token releases the node.
-            unsafe { f(arg, seq, now, Running(top.node)) };
+            unsafe { f(arg, seq, now, Running(node)) };
             ran += 1;
             g = self.lock();
         }
@@ -491,14 +563,16 @@ impl Timers {
     pub(crate) fn move_all_to(&self, dst: &Timers) -> u64 {
         let mut d = dst.lock();
         let mut g = self.lock();
-        for e in g.entries.drain(..) {
+        while !g.entries.is_empty() {
+            let last = g.entries.len() - 1;
+            let (when, node) = g.remove_at(last);
             // Release: the node's membership changes under both locks; pairs with the
             // Acquire loads of `heap` (see `arm`).
-            // SAFETY: the node is on `self`, whose lock we hold.
-            unsafe { e.node.as_ref() }
+            // SAFETY: the node was on `self`, whose lock we hold.
+            unsafe { node.as_ref() }
                 .heap
                 .store(dst as *const Timers as *mut Timers, Ordering::Release);
-            d.push(e.when, e.node);
+            d.push(when, node);
         }
         self.publish(&g);
         dst.publish(&d)
@@ -511,12 +585,13 @@ impl Drop for Timers {
     /// runtime is gone and leave the heap alone).
     fn drop(&mut self) {
         let h = self.heap.get_mut().unwrap_or_else(|e| e.into_inner());
-        for e in h.entries.drain(..) {
+        for i in 0..h.entries.len() {
+            let node = h.node(h.entries[i]);
             // SAFETY: no thread runs timers any more (every M exited); owned nodes are freed
             // only by their callback, which never ran.
             unsafe {
-                if let Some(free) = e.node.as_ref().free {
-                    free(e.node);
+                if let Some(free) = node.as_ref().free {
+                    free(node);
                 }
             }
         }
@@ -531,10 +606,12 @@ mod tests {
 
     fn check(h: &Heap) {
         for (i, e) in h.entries.iter().enumerate() {
+            let node = h.node(*e);
+            assert_eq!(h.slots[e.slot as usize].idx as usize, i);
             // SAFETY: test nodes outlive the heap.
             unsafe {
-                assert_eq!(*e.node.as_ref().idx.get(), i);
-                assert_eq!(*e.node.as_ref().when.get(), e.when);
+                assert_eq!(*node.as_ref().slot.get(), e.slot);
+                assert_eq!(*node.as_ref().when.get(), e.when);
             }
             if i > 0 {
                 assert!(h.entries[(i - 1) / ARITY].when <= e.when);
@@ -542,13 +619,50 @@ mod tests {
         }
     }
 
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+
+    unsafe fn count(_: usize, _: u64, _: u64, _: Running) {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A periodic timer that missed many periods fires once, and its next deadline is the
+    /// first point of its grid after `now` (Go's rule: missed ticks are dropped).
+    #[test]
+    fn periodic_skips_missed_periods() {
+        let t = Timers::new();
+        let node = TimerNode::new(count, 0);
+        {
+            let mut g = t.lock();
+            node.heap
+                .store(&t as *const Timers as *mut Timers, Ordering::Relaxed);
+            // SAFETY: single-threaded test; the node's fields are ours.
+            unsafe {
+                *node.when.get() = 1_000;
+                *node.period.get() = 100;
+            }
+            g.push(1_000, NonNull::from(&node));
+            t.publish(&g);
+        }
+        let counter = AtomicU64::new(0);
+        assert_eq!(t.run(999, u64::MAX, &counter), 0);
+        assert_eq!(t.run(1_000 + 100 * 57 + 3, 0, &counter), 0);
+        assert_eq!(t.run(1_000 + 100 * 57 + 3, u64::MAX, &counter), 1);
+        assert_eq!(CALLS.load(Ordering::Relaxed), 1);
+        assert_eq!(counter.load(Ordering::Relaxed), 1);
+        assert_eq!(t.next_when(), 1_000 + 100 * 58);
+        assert_eq!(node.running.load(Ordering::Relaxed), 0);
+        // Still armed: take it off by hand (no runtime here).
+        let mut g = t.lock();
+        g.remove_at(0);
+        t.publish(&g);
+        assert_eq!(t.next_when(), NO_TIMER);
+    }
+
     /// Push, remove from the middle, re-key and pop against a sorted reference.
     #[test]
     fn heap_order_and_indices() {
         let nodes: Vec<TimerNode> = (0..500).map(|_| TimerNode::new(nop, 0)).collect();
-        let mut h = Heap {
-            entries: Vec::new(),
-        };
+        let mut h = Heap::new();
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         let mut rnd = || {
             x ^= x << 13;
@@ -568,7 +682,7 @@ mod tests {
         // Remove every third node by index, re-key every fifth.
         for (i, n) in nodes.iter().enumerate() {
             // SAFETY: as above.
-            let idx = unsafe { *n.idx.get() };
+            let idx = h.slots[unsafe { *n.slot.get() } as usize].idx as usize;
             if i % 3 == 0 {
                 h.remove_at(idx);
                 live[i] = false;
@@ -591,7 +705,7 @@ mod tests {
         expect.sort_unstable();
         let mut got = Vec::new();
         while !h.entries.is_empty() {
-            got.push(h.remove_at(0).when);
+            got.push(h.remove_at(0).0);
             check(&h);
         }
         assert_eq!(got, expect);

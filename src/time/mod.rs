@@ -82,6 +82,7 @@ use crate::loom::{AtomicPtr, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::sched::m::{M, current_g, current_m};
 use crate::sched::p::P;
 use crate::sched::park::{Waiter, Wakeup};
+use crate::sched::runq::RUNQ_SIZE;
 use crate::sched::{Sched, idle};
 use heap::{Armed, NO_TIMER, Running, TimerNode, Timers};
 use std::cell::UnsafeCell;
@@ -238,6 +239,26 @@ pub(crate) fn earliest(s: &Sched, seqcst: bool) -> u64 {
     min
 }
 
+/// Whether some P's timer is due within `ns` nanoseconds from now (a racy snapshot).
+pub(crate) fn due_within(s: &Sched, ns: u64) -> bool {
+    let next = earliest(s, false);
+    next != NO_TIMER && next <= nanotime().saturating_add(ns)
+}
+
+/// How many due timers the M holding `p` may run now: as many as its run queue has free
+/// slots for the goroutines they ready (callbacks ready one each, typically).
+///
+/// Go runs every due timer at once; a burst then overflows the local ring, and the overflow
+/// goes to the *tail* of the global queue — behind, say, 100,000 goroutines not yet started,
+/// so a timer's goroutine waits for all of them (Go's p99 oversleep with 100,000 sleepers is
+/// ~90 ms for that reason). Left on the heap instead, due timers keep their deadline order
+/// and run as the ring drains (every scheduling point checks them), or on another M (a
+/// spinner's `steal_timers`, or the timer sleeper taking an idle P).
+#[inline]
+fn timer_budget(p: &P) -> u64 {
+    RUNQ_SIZE.saturating_sub(p.runq.len() + 1) as u64
+}
+
 /// `find_runnable`'s first step (Go's `checkTimers`): run the held P's due timers. Holder of
 /// `p` only. Free when the P has no timers (one Relaxed load).
 #[inline]
@@ -252,7 +273,7 @@ pub(crate) fn check_timers(p: &P) {
 fn check_timers_slow(p: &P, next: u64) {
     let now = nanotime();
     if now >= next {
-        p.timers.run(now, &p.counters.timers_run);
+        p.timers.run(now, timer_budget(p), &p.counters.timers_run);
     }
 }
 
@@ -277,7 +298,9 @@ pub(crate) fn steal_timers(s: &Sched, pr: &P) -> bool {
             now = nanotime();
         }
         if next <= now {
-            ran += p2.timers.run(now, &pr.counters.timers_run);
+            ran += p2
+                .timers
+                .run(now, timer_budget(pr), &pr.counters.timers_run);
         }
     }
     ran > 0
@@ -874,4 +897,219 @@ unsafe fn owned_free(node: NonNull<TimerNode>) {
     let arg = unsafe { node.as_ref() }.arg();
     // SAFETY: the runtime is being dropped and the node never ran: we own the Box.
     drop(unsafe { Box::from_raw(arg as *mut Owned) });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Runtime;
+    use std::sync::atomic::{AtomicBool, AtomicU64 as StdAtomicU64, AtomicUsize};
+
+    fn rt(procs: usize) -> Runtime {
+        Runtime::builder().procs(procs).build().unwrap()
+    }
+
+    /// The "queue" of a primitive: one waiter slot under a lock (the rule in park.rs).
+    struct Queue(std::sync::Mutex<Option<usize>>);
+
+    /// A timed waiter racing a notifier, following park.rs's protocol for primitives: exactly
+    /// one wins, both sides agree on who, and a timed-out waiter never returns early.
+    fn race(procs: usize, rounds: u64, thread_waiter: bool) -> (u64, u64) {
+        let r = rt(procs);
+        let (notified, timed_out) = (
+            Arc::new(StdAtomicU64::new(0)),
+            Arc::new(StdAtomicU64::new(0)),
+        );
+        let (n2, t2) = (notified.clone(), timed_out.clone());
+        r.block_on(move || {
+            for i in 0..rounds {
+                let q = Arc::new(Queue(std::sync::Mutex::new(None)));
+                let notify_won = Arc::new(AtomicBool::new(false));
+                let finished = Arc::new(AtomicBool::new(false));
+                let d = match std::env::var("TW_MODE").as_deref() {
+                    Ok("far") => Duration::from_secs(3600),
+                    Ok("zero") => Duration::ZERO,
+                    _ => Duration::from_micros(i % 50),
+                };
+                let (q2, nw, fin) = (q.clone(), notify_won.clone(), finished.clone());
+                let waiter = move || {
+                    let w = Waiter::new();
+                    *q2.0.lock().unwrap() = Some(&w as *const Waiter as usize);
+                    let deadline = Instant::now() + d;
+                    let won = w.wait_deadline(Some(deadline));
+                    if !won {
+                        let now = Instant::now();
+                        assert!(
+                            now >= deadline,
+                            "timed out early: {:?} before the deadline (d {d:?}, thread {})",
+                            deadline - now,
+                            thread_waiter
+                        );
+                        // Dequeue ourselves if a notifier did not.
+                        q2.0.lock().unwrap().take();
+                    }
+                    // Relaxed: only ends the notifier's polling.
+                    fin.store(true, Ordering::Relaxed);
+                    won
+                };
+                let h: Box<dyn FnOnce() -> bool + Send> = if thread_waiter {
+                    let t = std::thread::spawn(waiter);
+                    Box::new(move || t.join().unwrap())
+                } else {
+                    let g = crate::go(waiter);
+                    Box::new(move || g.join().unwrap())
+                };
+                // Notify at about the deadline.
+                for _ in 0..(i * 7) % 13 {
+                    crate::yield_now();
+                }
+                loop {
+                    let mut g = q.0.lock().unwrap();
+                    if let Some(w) = g.take() {
+                        // SAFETY: dequeued under the queue's lock, which the waiter takes
+                        // before returning after a timeout.
+                        let won = unsafe { Waiter::notify(w as *const Waiter) };
+                        nw.store(won, Ordering::Relaxed);
+                        break;
+                    }
+                    drop(g);
+                    // Not queued yet, or already gone (timed out and dequeued itself). Even
+                    // rounds try once; odd ones poll until the waiter is gone.
+                    // Relaxed: a polling flag.
+                    if i % 2 == 0 || finished.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    crate::yield_now();
+                }
+                let won = h();
+                // Relaxed: read after the join.
+                assert_eq!(
+                    won,
+                    notify_won.load(Ordering::Relaxed),
+                    "round {i}: both won or neither"
+                );
+                if won {
+                    n2.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    t2.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        r.shutdown();
+        (
+            notified.load(Ordering::Relaxed),
+            timed_out.load(Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn timed_wait_vs_notify_goroutine() {
+        for procs in [1, 2, 8] {
+            let (n, t) = race(procs, 3000, false);
+            eprintln!("goroutine waiter, procs={procs}: {n} notified, {t} timed out");
+        }
+    }
+
+    #[test]
+    fn timed_wait_vs_notify_thread() {
+        for procs in [1, 2] {
+            let (n, t) = race(procs, 500, true);
+            eprintln!("thread waiter, procs={procs}: {n} notified, {t} timed out");
+        }
+    }
+
+    /// A deadline already past: no park, immediate timeout; a notified waiter with a far
+    /// deadline cancels its timer (nothing left pending).
+    #[test]
+    fn timed_wait_edges() {
+        let r = rt(2);
+        r.block_on(|| {
+            let w = Waiter::new();
+            assert!(!w.wait_deadline(Some(Instant::now() - Duration::from_millis(1))));
+            let w = Waiter::new();
+            let p = &w as *const Waiter as usize;
+            let h = crate::go(move || {
+                crate::sleep(Duration::from_millis(2));
+                // SAFETY: the waiter's deadline is an hour away: it cannot time out, so it
+                // is alive until notified.
+                assert!(unsafe { Waiter::notify(p as *const Waiter) });
+            });
+            assert!(w.wait_deadline(Some(Instant::now() + Duration::from_secs(3600))));
+            h.join().unwrap();
+        });
+        assert_eq!(r.stats().timers_pending, 0);
+        r.shutdown();
+    }
+
+    /// The hooks the channels work builds on: a periodic CallbackTimer with stale-firing
+    /// detection, cancellation on drop, and fire-and-forget `after_fn`.
+    #[test]
+    fn callback_timer_and_after_fn() {
+        let r = rt(2);
+        r.block_on(|| {
+            let fired = Arc::new(AtomicUsize::new(0));
+            let f2 = fired.clone();
+            let t = CallbackTimer::new(Box::new(move |_seq, _now| {
+                f2.fetch_add(1, Ordering::Relaxed);
+            }));
+            let a = t
+                .reset(deadline_after(Duration::from_millis(1)), 1_000_000)
+                .unwrap();
+            assert!(!a.was_active);
+            while fired.load(Ordering::Relaxed) < 3 {
+                crate::sleep(Duration::from_millis(1));
+            }
+            assert!(t.stop());
+            assert!(!t.stop());
+            let b = t
+                .reset(deadline_after(Duration::from_secs(3600)), 0)
+                .unwrap();
+            assert!(b.seq > a.seq);
+            drop(t); // cancels
+
+            let done = Arc::new(AtomicBool::new(false));
+            let d2 = done.clone();
+            let start = Instant::now();
+            after_fn(
+                deadline_after(Duration::from_millis(3)),
+                Box::new(move || d2.store(true, Ordering::Release)),
+            );
+            // Acquire: pairs with the closure's Release store.
+            while !done.load(Ordering::Acquire) {
+                crate::sleep(Duration::from_micros(200));
+            }
+            assert!(start.elapsed() >= Duration::from_millis(3));
+        });
+        assert_eq!(r.stats().timers_pending, 0);
+        // An owned timer left pending is freed (its closure dropped) with its runtime.
+        let dropped = Arc::new(AtomicBool::new(false));
+        struct OnDrop(Arc<AtomicBool>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let od = OnDrop(dropped.clone());
+        r.block_on(move || {
+            after_fn(
+                deadline_after(Duration::from_secs(3600)),
+                Box::new(move || drop(od)),
+            )
+        });
+        r.shutdown();
+        assert!(dropped.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn instant_conversion_never_early() {
+        for _ in 0..1000 {
+            let i = Instant::now();
+            let n = instant_to_nanos(i);
+            assert!(n >= nanotime().min(n), "sanity");
+            let back = nanos_to_instant(n);
+            assert!(back >= i - Duration::from_micros(1));
+        }
+        let past = Instant::now() - Duration::from_secs(1);
+        assert!(instant_to_nanos(past) < nanotime());
+    }
 }

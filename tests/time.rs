@@ -1,0 +1,629 @@
+//! Integration tests of timers through the public API (`gort::sleep`, `gort::time::{Timer,
+//! Ticker}`), every scenario at GOMAXPROCS = 1, 2 and 8 (8 oversubscribes a 2-core machine).
+//!
+//! Each test builds its own [`Runtime`] and runs its body on a plain thread under a generous
+//! hang guard ([`HANG_GUARD`]). The only timing assertion is the exact one: **a sleeper never
+//! wakes before its deadline**. Oversleep is measured and printed, never asserted.
+//!
+//! CPU-time measurements (an idle runtime uses no CPU; 100,000 sleepers cost little) run in a
+//! child process — this binary re-run with `--exact child` and `GORT_TIME_CHILD=<role>` — so
+//! that the other tests running in this process do not count.
+//!
+//! Atomics: the counters below publish no data of their own; they are read after a `join`
+//! (which synchronises with the goroutine's exit), so `Relaxed` suffices.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use gort::Runtime;
+use gort::time::{Ticker, Timer};
+
+/// How long any one test may take before it counts as hung: far above what any test needs.
+const HANG_GUARD: Duration = Duration::from_secs(180);
+
+const PROCS: [usize; 3] = [1, 2, 8];
+
+/// Runs `body` on a plain thread; fails the test if it panics or does not finish within
+/// [`HANG_GUARD`].
+fn guarded<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("test body".into())
+        .spawn(move || {
+            let _ = sender.send(panic::catch_unwind(AssertUnwindSafe(body)));
+        })
+        .unwrap();
+    match receiver.recv_timeout(HANG_GUARD) {
+        Ok(Ok(value)) => {
+            thread.join().unwrap();
+            value
+        }
+        Ok(Err(payload)) => panic::resume_unwind(payload),
+        Err(_) => panic!("hung: the test did not finish within {HANG_GUARD:?}"),
+    }
+}
+
+fn runtime(procs: usize) -> Runtime {
+    Runtime::builder().procs(procs).build().unwrap()
+}
+
+/// Deterministic per-index pseudo-random numbers (splitmix64).
+fn rand(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Sleeps `d` and returns the oversleep; panics if it woke early.
+fn sleep_checked(d: Duration) -> Duration {
+    let start = Instant::now();
+    gort::sleep(d);
+    let slept = start.elapsed();
+    assert!(
+        slept >= d,
+        "woke early: slept {slept:?} for a sleep of {d:?}"
+    );
+    slept - d
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Process CPU time (user + system) so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut ru), 0);
+        ru
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 100,000 sleepers.
+
+const SLEEPERS: u64 = 100_000;
+
+/// 100,000 goroutines each sleep a random 1–100 ms once: all wake, none early. Returns the
+/// sorted oversleeps and the process CPU time spent from the first spawn to the last join.
+fn many_sleepers(procs: usize) -> (Vec<Duration>, Duration, Duration) {
+    let rt = runtime(procs);
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    let mut over = rt.block_on(|| {
+        let hs: Vec<_> = (0..SLEEPERS)
+            .map(|i| {
+                let d = Duration::from_millis(1 + rand(i) % 100);
+                gort::go(move || sleep_checked(d))
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let wall = t0.elapsed();
+    let cpu = cpu_time() - cpu0;
+    assert_eq!(over.len() as u64, SLEEPERS);
+    let st = rt.stats();
+    assert!(st.timers_run >= SLEEPERS, "{st}");
+    assert_eq!(st.timers_pending, 0, "{st}");
+    rt.shutdown();
+    over.sort_unstable();
+    (over, wall, cpu)
+}
+
+fn report_sleepers(procs: usize) {
+    let (over, wall, cpu) = guarded(move || many_sleepers(procs));
+    eprintln!(
+        "100k sleepers, procs={procs}: oversleep p50 {:?} p99 {:?} max {:?}; wall {wall:?}, \
+         process CPU {cpu:?} (other tests in this process included)",
+        percentile(&over, 0.5),
+        percentile(&over, 0.99),
+        over[over.len() - 1],
+    );
+}
+
+#[test]
+fn sleepers_100k_procs_1() {
+    report_sleepers(1);
+}
+
+#[test]
+fn sleepers_100k_procs_2() {
+    report_sleepers(2);
+}
+
+#[test]
+fn sleepers_100k_procs_8() {
+    report_sleepers(8);
+}
+
+// ---------------------------------------------------------------------------------------------
+// sleep.
+
+#[test]
+fn sleep_on_plain_thread() {
+    guarded(|| {
+        let d = Duration::from_millis(20);
+        let t = Instant::now();
+        gort::sleep(d);
+        assert!(t.elapsed() >= d);
+        gort::sleep(Duration::ZERO);
+        let deadline = Instant::now() + d;
+        gort::time::sleep_until(deadline);
+        assert!(Instant::now() >= deadline);
+    });
+}
+
+/// A goroutine sleeps while every other P is idle: its M has nothing to run and must become
+/// the timer sleeper (futex with a timeout), then run the timer and the goroutine.
+#[test]
+fn goroutine_sleep_with_all_ps_idle() {
+    for procs in PROCS {
+        guarded(move || {
+            let rt = runtime(procs);
+            for ms in [1, 5, 30] {
+                rt.block_on(move || sleep_checked(Duration::from_millis(ms)));
+                let deadline = Instant::now() + Duration::from_millis(ms);
+                rt.block_on(move || {
+                    gort::time::sleep_until(deadline);
+                    assert!(Instant::now() >= deadline);
+                });
+            }
+            rt.shutdown();
+        });
+    }
+}
+
+/// Short sleeps in a loop, several goroutines at once, mixed with yields: exercises the
+/// sleeper hand-over between Ms (each wake-up, a new sleeper) and timers stolen from other
+/// Ps.
+#[test]
+fn sleep_loops() {
+    for procs in PROCS {
+        guarded(move || {
+            let rt = runtime(procs);
+            rt.block_on(|| {
+                let hs: Vec<_> = (0..16u64)
+                    .map(|g| {
+                        gort::go(move || {
+                            for i in 0..50u64 {
+                                sleep_checked(Duration::from_micros(50 + rand(g * 100 + i) % 500));
+                                gort::yield_now();
+                            }
+                        })
+                    })
+                    .collect();
+                for h in hs {
+                    h.join().unwrap();
+                }
+            });
+            rt.shutdown();
+        });
+    }
+}
+
+/// A goroutine that never yields keeps its P busy: a timer armed on that P must still fire,
+/// run by another M (the timer sleeper takes an idle P and steals the timer).
+#[test]
+fn timer_on_busy_p_fires() {
+    for procs in [2, 8] {
+        guarded(move || {
+            let rt = runtime(procs);
+            let fired = rt.block_on(|| {
+                let t = Arc::new(Timer::new(Duration::from_millis(20)));
+                let t2 = t.clone();
+                // Waits on another goroutine; this one spins without a scheduling point, so
+                // nobody on this P runs the timer.
+                let waiter = gort::go(move || t2.wait());
+                let start = Instant::now();
+                while !waiter.is_finished() {
+                    assert!(
+                        start.elapsed() < HANG_GUARD,
+                        "timer on a busy P never fired"
+                    );
+                    std::hint::spin_loop();
+                }
+                waiter.join().unwrap()
+            });
+            assert!(fired);
+            rt.shutdown();
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timer.
+
+#[test]
+fn timer_stop_reset_semantics() {
+    for procs in PROCS {
+        guarded(move || {
+            let rt = runtime(procs);
+            rt.block_on(|| {
+                let d = Duration::from_millis(10);
+                let start = Instant::now();
+                let t = Timer::new(d);
+                assert!(t.wait(), "fired");
+                assert!(start.elapsed() >= d, "not early");
+                assert!(t.wait(), "a fired timer stays fired");
+                assert!(!t.stop(), "stop after firing: already expired");
+                assert!(
+                    !t.reset(Duration::from_secs(3600)),
+                    "reset of an expired timer"
+                );
+                assert!(
+                    t.reset(Duration::from_secs(3600)),
+                    "reset of a pending timer"
+                );
+                assert!(t.stop(), "stop of a pending timer");
+                assert!(!t.stop(), "second stop");
+                assert!(!t.wait(), "a stopped timer does not fire");
+                let start = Instant::now();
+                assert!(!t.reset(d), "reset of a stopped timer");
+                assert!(t.wait());
+                assert!(start.elapsed() >= d, "not early");
+
+                // Stop wakes every waiter with false.
+                let t = Arc::new(Timer::new(Duration::from_secs(3600)));
+                let hs: Vec<_> = (0..4)
+                    .map(|_| {
+                        let t = t.clone();
+                        gort::go(move || t.wait())
+                    })
+                    .collect();
+                gort::sleep(Duration::from_millis(5));
+                assert!(t.stop());
+                for h in hs {
+                    assert!(!h.join().unwrap());
+                }
+
+                // Reset while waited for: the waiter waits for the new deadline, no earlier.
+                let t = Arc::new(Timer::new(Duration::from_millis(5)));
+                let t2 = t.clone();
+                let reset_at = Instant::now();
+                assert!(t.reset(Duration::from_millis(40)));
+                let new_deadline = reset_at + Duration::from_millis(40);
+                let h = gort::go(move || {
+                    let fired = t2.wait();
+                    (fired, Instant::now())
+                });
+                let (fired, at) = h.join().unwrap();
+                assert!(fired);
+                assert!(at >= new_deadline, "woke for the old deadline");
+
+                // Many timers, in random order, all fire and none early.
+                let hs: Vec<_> = (0..1000u64)
+                    .map(|i| {
+                        gort::go(move || {
+                            let d = Duration::from_micros(rand(i) % 20_000);
+                            let start = Instant::now();
+                            let t = Timer::new(d);
+                            assert!(t.wait());
+                            assert!(start.elapsed() >= d);
+                        })
+                    })
+                    .collect();
+                for h in hs {
+                    h.join().unwrap();
+                }
+            });
+            rt.shutdown();
+        });
+    }
+}
+
+/// Stop racing the firing: exactly one wins — either stop returns true and the timer never
+/// fires, or stop returns false and the timer fired.
+#[test]
+fn timer_stop_vs_fire_race() {
+    for procs in PROCS {
+        guarded(move || {
+            let rt = runtime(procs);
+            let (stopped, fired) = rt.block_on(|| {
+                let stopped = Arc::new(AtomicUsize::new(0));
+                let fired = Arc::new(AtomicUsize::new(0));
+                let hs: Vec<_> = (0..2000u64)
+                    .map(|i| {
+                        let (stopped, fired) = (stopped.clone(), fired.clone());
+                        gort::go(move || {
+                            let t = Arc::new(Timer::new(Duration::from_micros(rand(i) % 200)));
+                            let t2 = t.clone();
+                            let w = gort::go(move || t2.wait());
+                            for _ in 0..rand(i + 7) % 8 {
+                                gort::yield_now();
+                            }
+                            let s = t.stop();
+                            let f = w.join().unwrap();
+                            assert!(s != f, "stop={s} but wait={f}");
+                            if s {
+                                stopped.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                fired.fetch_add(1, Ordering::Relaxed);
+                            }
+                        })
+                    })
+                    .collect();
+                for h in hs {
+                    h.join().unwrap();
+                }
+                (
+                    stopped.load(Ordering::Relaxed),
+                    fired.load(Ordering::Relaxed),
+                )
+            });
+            eprintln!("timer stop race, procs={procs}: {stopped} stopped, {fired} fired");
+            rt.shutdown();
+        });
+    }
+}
+
+/// A timer armed by a goroutine fires and wakes a plain thread after the runtime went idle
+/// (all Ps idle, only the timer pending).
+#[test]
+fn timer_fires_on_idle_runtime() {
+    for procs in PROCS {
+        guarded(move || {
+            let rt = runtime(procs);
+            let d = Duration::from_millis(30);
+            let start = Instant::now();
+            let t = rt.block_on(move || Timer::new(d));
+            // The goroutine is gone; the runtime is idle but for the timer.
+            assert!(t.wait());
+            assert!(start.elapsed() >= d);
+            // A plain thread arms it this time (round-robin onto some P's heap).
+            let start = Instant::now();
+            assert!(!t.reset(d));
+            assert!(t.wait());
+            assert!(start.elapsed() >= d);
+            assert!(rt.stats().timers_run >= 2);
+            rt.shutdown();
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ticker.
+
+#[test]
+fn ticker_ticks() {
+    for procs in PROCS {
+        guarded(move || {
+            let rt = runtime(procs);
+            rt.block_on(|| {
+                let period = Duration::from_millis(3);
+                let start = Instant::now();
+                let t = Ticker::new(period);
+                let mut last = start;
+                for k in 1..=5u32 {
+                    let at = t.tick().expect("ticking");
+                    assert!(at >= last, "ticks in order");
+                    assert!(at >= start + period * k, "tick {k} early");
+                    last = at;
+                }
+                // A slow consumer: ticks missed while it sleeps are dropped, one is kept.
+                gort::sleep(Duration::from_millis(20));
+                let kept = t.tick().expect("a kept tick");
+                let next = t.tick().expect("the next tick");
+                assert!(next > kept);
+
+                // Another goroutine waiting in tick() is woken by stop with None.
+                let t = Arc::new(t);
+                let t2 = t.clone();
+                t.reset(Duration::from_secs(3600));
+                let h = gort::go(move || t2.tick());
+                gort::sleep(Duration::from_millis(5));
+                t.stop();
+                assert_eq!(h.join().unwrap(), None);
+                assert_eq!(t.tick(), None, "stopped");
+
+                // Reset restarts a stopped ticker.
+                let start = Instant::now();
+                t.reset(period);
+                let at = t.tick().expect("restarted");
+                assert!(at >= start + period);
+                t.stop();
+            });
+            assert_eq!(rt.stats().timers_pending, 0);
+            rt.shutdown();
+        });
+    }
+}
+
+#[test]
+fn ticker_on_plain_thread() {
+    guarded(|| {
+        let rt = runtime(2);
+        let t = rt.block_on(|| Ticker::new(Duration::from_millis(2)));
+        let start = Instant::now();
+        for k in 1..=3u32 {
+            let at = t.tick().expect("ticking");
+            assert!(at + Duration::from_millis(2) * k >= start);
+        }
+        drop(t);
+        assert_eq!(rt.stats().timers_pending, 0);
+        rt.shutdown();
+    });
+}
+
+/// A timer outliving its runtime is inert: operations report it inactive; dropping it is fine.
+#[test]
+fn timer_outlives_runtime() {
+    guarded(|| {
+        let rt = runtime(1);
+        let t = rt.block_on(|| Timer::new(Duration::from_secs(3600)));
+        let tk = rt.block_on(|| Ticker::new(Duration::from_secs(3600)));
+        rt.shutdown();
+        assert!(!t.stop());
+        assert!(!t.reset(Duration::from_millis(1)));
+        tk.stop();
+        assert_eq!(tk.tick(), None);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU use, measured in a child process.
+
+const CHILD_ENV: &str = "GORT_TIME_CHILD";
+
+fn self_command() -> Command {
+    let exe = std::env::current_exe().unwrap();
+    if let Ok(runner) = std::env::var("GORT_TEST_RUNNER") {
+        let mut words = runner.split_whitespace();
+        if let Some(program) = words.next() {
+            let mut command = Command::new(program);
+            command.args(words).arg(exe);
+            return command;
+        }
+    }
+    Command::new(exe)
+}
+
+fn run_child(role: &str) -> Output {
+    let mut command = self_command();
+    command
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().unwrap();
+    let pid = child.id();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || sender.send(child.wait_with_output()));
+    match receiver.recv_timeout(HANG_GUARD) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("child {role} did not finish within {HANG_GUARD:?}");
+        }
+    }
+}
+
+fn child_ok(role: &str) -> String {
+    let out = run_child(role);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains(&format!("{role} ok")),
+        "child {role}: status {:?}\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{stdout}");
+    stdout
+}
+
+/// An idle runtime uses no CPU: without timers (every M asleep without timeout), and with a
+/// far timer pending (one M asleep until it).
+#[test]
+fn idle_runtime_uses_no_cpu() {
+    child_ok("idle_cpu");
+}
+
+/// The figure: 100,000 sleepers at procs = 1, with the CPU time while all are asleep.
+#[test]
+fn sleepers_100k_cpu() {
+    child_ok("sleepers_cpu");
+}
+
+/// The entry point of every child process; does nothing in a normal test run.
+#[test]
+fn child() {
+    let Ok(role) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    match role.as_str() {
+        "idle_cpu" => idle_cpu_child(),
+        "sleepers_cpu" => sleepers_cpu_child(),
+        other => panic!("unknown child role {other}"),
+    }
+    println!("{role} ok");
+}
+
+const IDLE_WINDOW: Duration = Duration::from_millis(200);
+const IDLE_CPU_LIMIT: Duration = Duration::from_millis(20);
+
+fn idle_cpu_child() {
+    let rt = runtime(4);
+    // Start several Ms: parallel goroutines that sleep and yield.
+    rt.block_on(|| {
+        let hs: Vec<_> = (0..64u64)
+            .map(|i| {
+                gort::go(move || {
+                    gort::sleep(Duration::from_micros(100 + rand(i) % 1000));
+                    gort::yield_now();
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let c0 = cpu_time();
+    std::thread::sleep(IDLE_WINDOW);
+    let idle = cpu_time() - c0;
+    println!("idle runtime, no timers: {idle:?} CPU over {IDLE_WINDOW:?}");
+    assert!(idle < IDLE_CPU_LIMIT, "idle runtime used {idle:?} of CPU");
+
+    let far = rt.block_on(|| Timer::new(Duration::from_secs(3600)));
+    std::thread::sleep(Duration::from_millis(50));
+    let c0 = cpu_time();
+    std::thread::sleep(IDLE_WINDOW);
+    let idle = cpu_time() - c0;
+    println!("idle runtime, one far timer: {idle:?} CPU over {IDLE_WINDOW:?}");
+    assert!(
+        idle < IDLE_CPU_LIMIT,
+        "idle runtime with a timer used {idle:?} of CPU"
+    );
+    assert!(far.stop());
+    rt.shutdown();
+}
+
+/// 100,000 goroutines sleep a random 1–100 ms at procs = 1 (the figure), then 100,000 sleep
+/// 400–500 ms while the process CPU time over 200 ms of their sleep is measured.
+fn sleepers_cpu_child() {
+    let (over, wall, cpu) = many_sleepers(1);
+    println!(
+        "100k sleepers 1-100 ms, procs=1: oversleep p50 {:?} p99 {:?} max {:?}; \
+         wall {wall:?}, process CPU {cpu:?}",
+        percentile(&over, 0.5),
+        percentile(&over, 0.99),
+        over[over.len() - 1]
+    );
+    let rt = runtime(1);
+    let (spawned_at, asleep_cpu) = rt.block_on(|| {
+        let t0 = Instant::now();
+        let hs: Vec<_> = (0..SLEEPERS)
+            .map(|i| {
+                let d = Duration::from_millis(400 + rand(i) % 100);
+                gort::go(move || sleep_checked(d))
+            })
+            .collect();
+        let spawned_at = t0.elapsed();
+        // Let every sleeper start and park (the first wakes at 400 ms).
+        gort::sleep(Duration::from_millis(100));
+        let c0 = cpu_time();
+        gort::sleep(IDLE_WINDOW);
+        let asleep_cpu = cpu_time() - c0;
+        for h in hs {
+            h.join().unwrap();
+        }
+        (spawned_at, asleep_cpu)
+    });
+    println!(
+        "100k sleepers asleep (spawned in {spawned_at:?}): {asleep_cpu:?} CPU over \
+         {IDLE_WINDOW:?}"
+    );
+    rt.shutdown();
+}
