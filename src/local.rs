@@ -17,7 +17,7 @@
 //! ```
 //! Each `local!` static is a [`LocalKey`]. On first use anywhere, the key draws a process-wide
 //! index (one atomic counter; a key keeps its index forever). Each goroutine's G holds a
-//! [`Locals`]: a vector of slots indexed by key index, empty (no allocation) until the
+//! `Locals`: a vector of slots indexed by key index, empty (no allocation) until the
 //! goroutine first uses some key. `with` looks the slot up, initialises it on first use
 //! (lazily, per goroutine) and hands the closure a reference to the value, which lives in its
 //! own heap box: it does not move when the vector grows, and it follows the goroutine from M
@@ -109,15 +109,6 @@ pub struct LocalKey<T: 'static> {
     index: AtomicUsize,
 }
 
-/// The running goroutine, read afresh on every call. Never inlined: `with` is generic and
-/// inlined into user code, where calls to it on both sides of a scheduling point (a yield,
-/// a lock) would otherwise let LLVM reuse the thread-local's address computed before it,
-/// which after a migration is the old thread's (seeing whatever goroutine runs there now).
-#[inline(never)]
-fn running_g() -> *mut crate::sched::g::G {
-    current_g()
-}
-
 /// Key indices drawn so far (the next index).
 static NEXT_INDEX: AtomicUsize = AtomicUsize::new(0);
 
@@ -173,7 +164,7 @@ impl<T: 'static> LocalKey<T> {
     where
         F: FnOnce(&T) -> R,
     {
-        let g = running_g();
+        let g = current_g();
         if g.is_null() {
             return self.thread.with(f);
         }
@@ -297,7 +288,7 @@ impl Locals {
 /// values. Called by the goroutine itself (`TaskCell::run`), before its result is published.
 /// Costs one load for a goroutine that never used a `local!`.
 pub(crate) fn goroutine_exit() {
-    let g = running_g();
+    let g = current_g();
     if g.is_null() {
         return;
     }

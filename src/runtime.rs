@@ -281,6 +281,8 @@ impl Sched {
             gfree: Mutex::new(GlobalFree {
                 warm: crate::sched::g::GQueue::new(),
                 cold: crate::sched::g::GQueue::new(),
+                taken: 0,
+                excess_timer: false,
             }),
             allgs: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),

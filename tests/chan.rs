@@ -645,6 +645,23 @@ fn select_send_arms(procs: usize) {
         drop(rx2);
         assert_eq!(drops.load(Ordering::Relaxed), 3);
 
+        // Channel expressions of any shape: borrowed, indexed, temporaries.
+        let chans: Vec<_> = (0..3).map(|_| chan::bounded::<u32>(1)).collect();
+        chans[2].0.send(2).unwrap();
+        let r = &chans[1].1;
+        let got = select! {
+            recv(r) -> _ => panic!("empty"),
+            recv(&chans[0].1) -> _ => panic!("empty"),
+            recv(chans[2].1) -> v => v,
+        };
+        assert_eq!(got, Ok(2));
+        let got = select! {
+            send(&chans[0].0, 10) -> r => { r.unwrap(); 0 }
+            recv(chan::bounded::<u32>(0).1) -> _ => 1,
+        };
+        assert_eq!(got, 0);
+        assert_eq!(chans[0].1.try_recv(), Ok(10));
+
         // The same channel in several arms, sends and receives mixed.
         let (tx, rx) = chan::bounded::<u32>(1);
         for i in 0..100 {
@@ -702,22 +719,26 @@ fn select_no_loss_or_duplicate_under_concurrency(procs: usize) {
                             n += 1;
                             match c {
                                 0 => select! {
-                                    recv(arx) -> v => match v { Ok(v) => got.push(v), Err(_) => a_open = false },
-                                    recv(brx) -> v => match v { Ok(v) => got.push(v), Err(_) => b_open = false },
+                                    recv(arx) -> v => collect(v, &mut got, &mut a_open),
+                                    recv(brx) -> v => collect(v, &mut got, &mut b_open),
                                 },
                                 1 => select! {
-                                    recv(arx) -> v => match v { Ok(v) => got.push(v), Err(_) => a_open = false },
-                                    recv(brx) -> v => match v { Ok(v) => got.push(v), Err(_) => b_open = false },
+                                    recv(arx) -> v => collect(v, &mut got, &mut a_open),
+                                    recv(brx) -> v => collect(v, &mut got, &mut b_open),
                                     timeout(Duration::from_micros(n % 50)) => {}
                                 },
                                 2 => select! {
-                                    recv(arx) -> v => match v { Ok(v) => got.push(v), Err(_) => a_open = false },
-                                    recv(brx) -> v => match v { Ok(v) => got.push(v), Err(_) => b_open = false },
+                                    recv(arx) -> v => collect(v, &mut got, &mut a_open),
+                                    recv(brx) -> v => collect(v, &mut got, &mut b_open),
                                     default => gort::yield_now(),
                                 },
                                 _ => {
                                     // Plain timed receives, alternating channels.
-                                    let (rx, open) = if n % 2 == 0 { (&arx, &mut a_open) } else { (&brx, &mut b_open) };
+                                    let (rx, open) = if n % 2 == 0 {
+                                        (&arx, &mut a_open)
+                                    } else {
+                                        (&brx, &mut b_open)
+                                    };
                                     if *open {
                                         match rx.recv_timeout(Duration::from_micros(n % 30)) {
                                             Ok(v) => got.push(v),
@@ -750,6 +771,14 @@ fn select_no_loss_or_duplicate_under_concurrency(procs: usize) {
                 "cap {cap}: lost values"
             );
         });
+    }
+}
+
+/// A select consumer's bookkeeping: keep a value, or note that its channel is closed.
+fn collect(v: Result<u64, RecvError>, got: &mut Vec<u64>, open: &mut bool) {
+    match v {
+        Ok(v) => got.push(v),
+        Err(RecvError) => *open = false,
     }
 }
 
@@ -1146,13 +1175,14 @@ fn operations_on_channels_of_abandoned_goroutines() {
         }
         std::thread::sleep(Duration::from_millis(20)); // let them park
         rt.shutdown();
-        // The abandoned receivers' entries are still queued: these sends complete them (the
-        // values go to frames that never run again) — or, had they not parked yet, buffer...
-        // an unbuffered channel has no buffer: then a send would block; use timeouts.
+        // The abandoned receivers' entries may still be queued (if they parked, which the
+        // sleep above makes likely): these sends complete them, handing the values to frames
+        // that never run again, and their wake-ups are discarded. Timeouts: had a receiver not
+        // parked, nobody would take the value.
         for i in 0..2 {
             let _ = tx.send_timeout(i, Duration::from_millis(50));
         }
-        // The abandoned sender's value can be taken.
+        // The abandoned sender's value can be taken (or, had it not parked, nothing comes).
         let _ = rx2.recv_timeout(Duration::from_millis(50));
         // The channel still works between living threads.
         let t = std::thread::spawn(move || rx_alive.recv());

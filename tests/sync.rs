@@ -193,8 +193,7 @@ fn mutex_contended_counter_is_exact(procs: usize) {
             h.join().unwrap();
         }
         assert_eq!(plain.0.get(), GOROUTINES * INCREMENTS / 1000);
-        let n = *m.lock();
-        n
+        *m.lock()
     });
     assert_eq!(total, GOROUTINES * INCREMENTS);
     rt.shutdown();
@@ -1103,6 +1102,20 @@ fn local_values_are_lazy_and_dropped_at_exit(procs: usize) {
     }
     assert_eq!(count(&INITS) - base.0, USERS + 200);
     assert_eq!(count(&DROPS) - base.1, USERS + 200);
+
+    // A goroutine that panics drops its values too (after the panic is caught at its entry).
+    let r = rt
+        .spawn(|| {
+            TRACKED.with(|t| t.borrow_mut().0 = 1);
+            panic!("a goroutine with locals fails {EXPECTED}");
+        })
+        .join();
+    assert!(r.is_err());
+    assert_eq!(
+        count(&DROPS) - base.1,
+        USERS + 201,
+        "not dropped after a panic"
+    );
     rt.shutdown();
 }
 

@@ -1,7 +1,7 @@
 //! The channel core: the state under the channel lock, the wait queues of blocked parties,
 //! the operations, and select's lock-all/enqueue-all protocol — generic over how a party
 //! blocks ([`Park`]), so that the loom models in `chan/loom_models.rs` check this very code
-//! with a loom-able waiter, while the crate uses `sched::park::Waiter`.
+//! with a loom-able waiter, while the crate uses `ChanWaiter` (`chan/mod.rs`).
 //!
 //! See `chan/mod.rs` for the model and the invariants; this file is their implementation.
 //! Every function that touches [`Synced`] says "lock held" and is `unsafe` or receives the
@@ -20,11 +20,12 @@ use std::ptr;
 /// a note-based model in the loom models.
 ///
 /// The contract is `sched::park::Waiter`'s: exactly one of {a notifier's claim, the deadline}
-/// wins, and a party returns only after the claim (or its own timeout). One addition: `wait`
+/// wins; a party returns only after the claim (or its own timeout), and then sees everything
+/// the notifier wrote before claiming (the claim/wake pair releases it). One addition: `wait`
 /// releases the channel lock(s) itself, which lets an implementation release them only once
 /// the party is committed to sleep — a goroutine without a deadline parks *with the locks
-/// held* and g0 releases them (Go's `chanparkcommit`); then no notifier can even see the
-/// party before it is parked, and the claim needs no CAS.
+/// held* and the scheduler releases them after the switch (Go's `chanparkcommit`); then no
+/// notifier can even see the party before it is parked, and the claim needs no CAS.
 pub(crate) trait Park: Sized + 'static {
     /// What it takes to wake a claimed party, done after the channel lock is released.
     type Wakeup;
@@ -132,8 +133,9 @@ impl<W: Park> Parker<W> {
 
     /// The case that fired. Only after the waiter was notified.
     pub(crate) fn fired(&self) -> usize {
-        // Relaxed: written before the notifier's claim (AcqRel), which the party's wait
-        // acquired before calling this.
+        // Relaxed: written by the notifier before it claimed and woke us; the party's wait
+        // returned after synchronising with that (the claim's AcqRel CAS for a Word waiter,
+        // goready's status CAS and the run queue for a Direct one).
         self.fired.load(Ordering::Relaxed)
     }
 }
@@ -187,7 +189,8 @@ impl<T, W: Park> Entry<T, W> {
         // on (module contract of `Park::claim`), so the parker is live.
         let pk = unsafe { &*self.parker.get() };
         if pk.select {
-            // Relaxed: read by the party after its wait, which the claim below orders.
+            // Relaxed: read by the party after its wait, which synchronises with our claim or
+            // wake-up (see `Parker::fired`), as the value hand-over does.
             pk.fired.store(self.case.get(), Ordering::Relaxed);
         }
         // SAFETY: live (above), and `pop_live` made us its only possible claimant.
@@ -869,8 +872,8 @@ pub(crate) fn select<W: Park, C>(
         // frame; the loop after the wait unlinks every entry under the locks before we return.
         unsafe { arms.arm(i).enqueue(&parker, i as usize) };
     }
-    // Releases every lock. The set lives in this frame and is read (by g0, for a parking
-    // goroutine) while a notifier may already have woken us: safe, because we cannot get
+    // Releases every lock. The set lives in this frame and is read (by the scheduler, for a
+    // parking goroutine) while a notifier may already have woken us: safe, because we cannot get
     // past `locks.lock()` below before the last lock is released, the last access.
     let notified = parker.waiter.wait(&locks, block.deadline());
     locks.lock();
@@ -924,9 +927,11 @@ impl<C, W: Park> LockSet<'_, '_, C, W> {
 }
 
 impl<C, W: Park> Unlock for LockSet<'_, '_, C, W> {
-    /// Collects the distinct locks first, then releases them from that copy: once the last
-    /// one is released a notifier may wake the party, and when g0 runs this for a parked
-    /// goroutine, the party may then return and its frame (`self`) die.
+    /// Collects the distinct locks first, then releases them from that local copy. Once a
+    /// lock is released a notifier may wake the party, and when the scheduler runs this for a
+    /// parked goroutine the party may run at once: it cannot get past re-taking every lock
+    /// before our last release, but after that its frame (`self`) may be gone, so nothing of
+    /// it is read once the releases begin.
     fn unlock(&self) {
         let mut locks = [ptr::null::<RawLock>(); MAX_CASES];
         let mut k = 0;

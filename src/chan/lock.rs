@@ -10,9 +10,10 @@
 //! uncontended round trip is one CAS and one swap, no system call.
 //!
 //! A goroutine that finds the lock taken blocks its M (it does not park): the holder never
-//! blocks or parks with the lock held — no user code, no allocation other than an unbounded
-//! channel's buffer growth, no wake-up runs under it — so the wait is bounded by a few
-//! instructions of another thread.
+//! blocks with the lock held — no user code, no allocation other than an unbounded channel's
+//! buffer growth, no wake-up runs under it — so the wait is bounded by a few instructions of
+//! another thread. (A goroutine that parks on a channel does hold its lock across the switch,
+//! but the scheduler releases it right after, before running anything else on that M.)
 //!
 //! # Rejected
 //! * `std::sync::Mutex<Synced>`: the same algorithm, but its guard borrows the mutex, and a

@@ -5,7 +5,7 @@
 //!
 //! Two waiters, as `ChanWaiter`'s two modes:
 //! * [`Direct`]: the untimed goroutine wait. The party marks its stand-in G Waiting and only
-//!   then releases the lock (g0's `unlock_parked`); the waker's `goready` is a CAS
+//!   then releases the lock (the scheduler's `unlock_parked`); the waker's `goready` is a CAS
 //!   Waiting -> Runnable that must succeed — the model asserts no notifier can reach a party
 //!   before it is parked — and the G's saved "registers" (a loom-checked cell) must be
 //!   visible to whoever resumes it.

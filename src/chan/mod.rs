@@ -20,9 +20,9 @@
 //! of blocked receivers, a queue of blocked senders, and a `closed` flag. A blocked party —
 //! goroutine or OS thread — is an *entry* (Go's `sudog`) that lives **on the party's own
 //! stack**: a slot for the value, links for the queue, and a pointer to its *parker*, which
-//! holds the party's `Waiter` (`sched/park.rs`: a goroutine parks, a thread sleeps on a futex;
-//! the same code serves both, so threads and goroutines share channels freely). No operation
-//! allocates (an unbounded buffer aside).
+//! holds the party's waiter (`ChanWaiter`, over `sched/park.rs`: a goroutine parks, a thread
+//! sleeps on a futex; the same code serves both, so threads and goroutines share channels
+//! freely). No operation allocates (an unbounded buffer aside).
 //!
 //! # Invariants (under the channel lock)
 //! 1. Live receivers are queued only while the buffer is empty; live senders only while it
@@ -39,29 +39,42 @@
 //!    taking the lock and unlinking the entry itself (a timeout; every select, after it
 //!    wakes). Hence a notifier holding the lock may use any entry it dequeued until its
 //!    claim. This is park.rs's rule for waiters that may time out.
+//! 5. **A goroutine's untimed entry becomes visible only once the goroutine is parked**: it
+//!    is queued under the lock and the lock is released by the scheduler after the switch
+//!    away from it (the `gopark` callback), never by the goroutine itself (Go's
+//!    `chanparkcommit`).
 //!
 //! # Protocol
 //! **Completing a blocked party** (a sender that finds a receiver, a receiver that finds a
 //! sender, a close): under the lock, dequeue the entry; if it belongs to a select, win the
 //! select first (one CAS on the select's `done` flag: several channels may race for it; a
 //! loser drops the stale entry and looks at the next one); hand the value over (fill or empty
-//! the slot); then **claim** the waiter (`Waiter::claim`: a CAS that makes this notifier the
-//! winner over the party's deadline). If the claim fails, the party timed out and is about to
-//! take the lock to unlink itself: undo the hand-over and try the next entry. Unlock, then
-//! wake the claimed party (`goready` into this P's `runnext`: the woken goroutine runs next,
-//! inheriting the time slice — why ping-pong is a pair of direct switches; or `futex_wake`
-//! for a thread). Waking after unlocking keeps the woken party, if another P runs it at
-//! once, from finding the lock still held.
+//! the slot); then **claim** the party. Two kinds of waiter (`ChanWaiter`):
+//! * *Direct* — a goroutine waiting without a deadline (the common case). By invariant 5 it
+//!   is parked, and the one notifier that dequeued it (a select: that won `done`) owns its
+//!   wake-up: the claim is free, and the wake is `goready`. As in Go, no CAS beyond
+//!   `goready`'s own.
+//! * *Word* — a thread, or a goroutine with a deadline: `Waiter::claim`, a CAS that decides
+//!   between this notifier and the party's deadline. If it fails, the party timed out and is
+//!   about to take the lock to unlink itself: undo the hand-over and try the next entry.
 //!
-//! **Blocking**: under the lock, put an entry on the queue; unlock; wait. After a claim the
-//! slot says what happened: a receiver with a value / without one (closed); a sender with an
-//! empty slot (delivered) / its value still there (closed). After a timeout: lock, unlink the
-//! entry unless a notifier already did (then it lost the claim and undid its hand-over), unlock.
+//! Unlock, then wake the claimed party (`goready` into this P's `runnext`: the woken goroutine
+//! runs next, inheriting the time slice — why ping-pong is a pair of direct switches; or
+//! `futex_wake` for a thread). Waking after unlocking keeps the woken party, if another P
+//! runs it at once, from finding the lock still held.
+//!
+//! **Blocking**: under the lock, put an entry on the queue; wait, which releases the lock —
+//! after parking (Direct) or before committing to sleep (Word). After a claim the slot says
+//! what happened: a receiver with a value / without one (closed); a sender with an empty slot
+//! (delivered) / its value still there (closed). After a timeout: lock, unlink the entry
+//! unless a notifier already did (then it lost the claim and undid its hand-over), unlock.
 //!
 //! **select** (`core::select`, Go's `selectgo`): random poll order, locks taken in address
 //! order (each once). Lock all; poll every arm in that order and complete the first ready one
 //! (uniform choice among ready arms); if none and there is a `default`, unlock and take it.
-//! Otherwise queue one entry per arm, all sharing one select parker; unlock all; wait. The
+//! Otherwise queue one entry per arm, all sharing one select parker; wait (releasing all the
+//! locks, after parking for a Direct waiter: the scheduler runs the release, which copies the
+//! lock list out of the select's frame before the last release). The
 //! notifier that wins the select's `done` flag records its arm and completes it as above.
 //! After waking (notified or timed out) the select locks all its channels again and unlinks
 //! its remaining entries — required because they point into its stack frame (invariant 4) —
@@ -84,6 +97,10 @@
 //!   invariant 4 (a select always relocks to unlink itself), which Go pays too.
 //! * **Waking under the lock**: on procs ≥ 2 the woken goroutine can be stolen and run
 //!   before the waker unlocks, only to spin on the lock.
+//! * **The waiter word for every wait** (commit CAS by the party, claim CAS by the notifier):
+//!   it was the first version; releasing the lock after parking instead made the procs = 1
+//!   ping-pong about a third faster. The word stays where it is needed: threads (a futex has
+//!   no "release after parking" hook) and deadlines (the timer races the notifier).
 //! * **Lazily discarding stale select entries** (leaving them for later operations to skip):
 //!   impossible with entries on the stack: the frame dies when the select returns.
 //!
@@ -93,11 +110,23 @@
 //! taken yet makes the next one be dropped (Go's one-slot buffer).
 //!
 //! # Loom
-//! `core.rs` is generic over the waiter, and `loom_models.rs` runs it (the real queue,
-//! hand-over, claim, close and select code) with a model waiter built from the real waiter
-//! word functions (`park::word_commit`/`word_resolve`) and a loom note: a send racing a
-//! receive, close racing a parked receiver, a timeout racing a sender, a select racing two
-//! senders.
+//! `core.rs` is generic over the waiter, and `loom_models.rs` runs it — the real queues,
+//! hand-over, claim and undo, close, and select's lock-all/enqueue/unlink protocol — with
+//! model waiters of both kinds: Direct (the model's `goready` asserts that no notifier ever
+//! reaches a party before it is parked, and that the party's saved state is visible to
+//! whoever resumes it) and Word (built from the real `park::word_commit`/`word_resolve`, with
+//! a deadline that fires right after the party commits to sleep). Models: a send meeting a
+//! receive; close racing a parked receiver (also with a buffered value) and a parked sender;
+//! a timed receive racing a timed send (unbuffered) and a timed sender racing a receiver on
+//! a full buffer (the undo path); a select racing two senders (both poll orders); a select
+//! with a receive and a send arm racing a close and a timed receiver.
+//!
+//! Not under loom, and covered by stress tests instead (`tests/chan.rs`): the native futex
+//! lock word (loom uses its own mutex in its place, see `lock.rs`), the real park/ready and
+//! timer machinery (loom-modelled in `sched/`), and many-party interleavings (timed
+//! receives and sends racing partners thousands of times; selects with timeouts and defaults
+//! among 4 producers and 4 consumers; threads and goroutines mixed), all checked for
+//! exactly-once delivery.
 
 mod core;
 mod error;
@@ -139,10 +168,11 @@ mod imp {
     use std::time::{Duration, Instant};
 
     /// The channels' waiter (see `core::Park`): a goroutine waiting without a deadline parks
-    /// with the channel lock(s) held, released by g0 once it is parked (Go's
-    /// `chanparkcommit`), so a notifier that finds its entry finds it parked and readies it
-    /// without any claim CAS — exactly as Go's `chansend`/`chanrecv` do. A thread, or a
-    /// goroutine with a deadline, uses the `Waiter` word (futex or park, deadline race).
+    /// with the channel lock(s) held, released by the scheduler once it is parked (the
+    /// `gopark` callback; Go's `chanparkcommit`), so a notifier that finds its entry finds it
+    /// parked and readies it without any claim CAS — exactly as Go's `chansend`/`chanrecv`
+    /// do. A thread, or a goroutine with a deadline, uses the `Waiter` word (futex or park,
+    /// deadline race).
     pub(crate) enum ChanWaiter {
         /// An untimed goroutine wait: the goroutine.
         Direct(*mut G),
@@ -211,7 +241,7 @@ mod imp {
             // SAFETY: live per the contract (the lock we hold keeps the party from leaving).
             match unsafe { &*this } {
                 // Its entry was visible only once it was parked (the lock was released by
-                // g0), and only we dequeued it: ours to ready, no race to decide.
+                // its gopark callback), and only we dequeued it: ours to ready, no race.
                 ChanWaiter::Direct(g) => Some(ChanWakeup::Direct(*g)),
                 // SAFETY: forwarded contract (Park::claim is Waiter::claim's).
                 ChanWaiter::Word(w) => unsafe { Waiter::claim(w) }.map(ChanWakeup::Word),
@@ -229,8 +259,10 @@ mod imp {
         }
     }
 
-    /// `gopark` callback of a Direct wait: on g0, the goroutine is Waiting and its registers
-    /// are saved: release the channel lock(s), making its entry visible to notifiers.
+    /// `gopark` callback of a Direct wait, run by the scheduler after the switch away from the
+    /// goroutine (on g0, or in the next goroutine's post-switch step): the goroutine is
+    /// Waiting and its registers are saved. Release the channel lock(s), making its entry
+    /// visible to notifiers. Does not block.
     ///
     /// # Safety
     /// `arg` is the `&U` passed by `ChanWaiter::wait`.

@@ -5,14 +5,26 @@
 //! * **M** ([`m::M`]): an OS thread. It runs goroutines only while it holds a P, and runs its
 //!   own scheduler loop on its own pthread stack ("g0").
 //! * **P** ([`p::P`]): one of GOMAXPROCS scheduling contexts; it owns a 256-slot lock-free run
-//!   queue plus `runnext`, and a free list of dead Gs.
+//!   queue plus `runnext`, a free list of dead Gs, and a timer heap (`crate::time::heap`).
 //!
 //! Run queues: each P's ring (owner pushes/pops, anyone steals half), and one global queue
 //! under the scheduler lock (`Synced`), fed by ring overflow (half the ring in one splice) and
 //! by threads that are not Ms. An M looking for work ([`schedule::find_runnable`]) checks, in
-//! order: the global queue every 61st tick (fairness: a busy local queue must not starve it),
-//! the local queue, the global queue (a batch), then steals from a random victim (4 passes,
-//! `runnext` only on the last), then drops its P and re-checks everything before sleeping.
+//! order: its P's due timers (whose callbacks ready sleepers onto its queue), the global
+//! queue every 61st tick (fairness: a busy local queue must not starve it), the local queue,
+//! the global queue (a batch), then steals from a random victim (4 passes, `runnext` only on
+//! the last) and runs other Ps' due timers, then drops its P and re-checks everything before
+//! sleeping.
+//!
+//! # Timers and sleeping Ms
+//! Timers live on per-P heaps and are run by the scheduler, never by a timer thread (the
+//! essay is in `time/mod.rs`). The idle half of the scheduler changes in one way: among the
+//! idle Ms, one at a time — the *timer sleeper* — sleeps on its note with a futex timeout at
+//! the earliest deadline of any P instead of indefinitely ([`idle::stopm_timed`]); arming an
+//! earlier timer wakes it ([`idle::timer_wake`], Go's `wakeNetPoller`), and `startm` hands
+//! work to the other idle Ms first. With no timers pending, every idle M sleeps without a
+//! timeout and an idle runtime costs no CPU. The hot paths pay one Relaxed load of the P's
+//! `next_when` per trip through the scheduler; nothing more when no timer exists.
 //!
 //! # Spinning, and why no wake-up is lost (Go's "worker parking/unparking" essay)
 //! We want to keep enough Ms running to use every P when there is work, and to park Ms when
@@ -41,7 +53,10 @@
 //! * A P is held by at most one M; its status CAS proves it (see `p.rs`).
 //! * Broken invariants are fatal (`gort: fatal: ...`, abort): never unwind through g0.
 //!
-//! Lock order: `synced` (the scheduler lock) before the stack allocator's lock; `gfree`,
+//! Lock order: a user timer's state lock (`time::Timer`) before a P's timer-heap lock; a
+//! heap lock is never held while calling out (timer callbacks run unlocked) nor while taking
+//! the scheduler lock; two heap locks only together when a retiring P's timers move to P0
+//! (P0's first). `synced` (the scheduler lock) before the stack allocator's lock; `gfree`,
 //! `allgs` and `mlive` are leaf locks, never held with another.
 
 pub(crate) mod runq;
@@ -95,6 +110,10 @@ mod imp {
     pub(crate) struct GlobalFree {
         pub(crate) warm: GQueue,
         pub(crate) cold: GQueue,
+        /// Refills taken from this list (a clock for "unused since").
+        pub(crate) taken: u64,
+        /// A timer to free the excess is armed (`schedule::arm_excess_timer`).
+        pub(crate) excess_timer: bool,
     }
 
     impl GlobalFree {

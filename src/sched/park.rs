@@ -127,29 +127,10 @@ mod imp {
     /// # Safety
     /// `g` is a valid G, and the caller won the right to ready it (it observed the G parked
     /// through a protocol such as [`Waiter`]'s).
-    pub(crate) static DBG: std::sync::Mutex<Vec<(usize, &'static str, u64)>> =
-        std::sync::Mutex::new(Vec::new());
-    pub(crate) fn dbg(g: *mut G, tag: &'static str) {
-        let mut d = DBG.lock().unwrap();
-        if d.len() > 200000 {
-            d.drain(..100000);
-        }
-        d.push((g as usize, tag, crate::time::nanotime()));
-    }
     pub(crate) unsafe fn goready(g: *mut G) {
         // SAFETY: the caller guarantees `g` is valid.
         let gr = unsafe { &*g };
         if !gr.cas_status(Status::Waiting, Status::Runnable) {
-            {
-                let d = DBG.lock().unwrap();
-                let v: Vec<_> = d
-                    .iter()
-                    .filter(|e| e.0 == g as usize)
-                    .rev()
-                    .take(12)
-                    .collect();
-                eprintln!("DBG for {:p}: {:?}", g, v);
-            }
             if gr.status() == Status::Abandoned {
                 return;
             }
@@ -206,7 +187,6 @@ mod imp {
                 // even if the woken thread already returned.
                 crate::sched::note::futex_wake(unsafe { &*self.word }, 1);
             } else {
-                dbg(self.g, "wakeup");
                 // SAFETY: PARKED means `commit_park` ran on g0: the G is Waiting, and the
                 // claim made us its only waker.
                 unsafe { goready(self.g) };
@@ -252,10 +232,19 @@ mod imp {
             }
         }
 
-        /// [`Self::wait_deadline`] with the deadline on `crate::time::nanotime`'s clock. A
-        /// deadline already past costs a park and an immediate timer run (no clock read here:
-        /// sleeps, the common caller, are never due yet).
+        /// [`Self::wait_deadline`] with the deadline on `crate::time::nanotime`'s clock.
         pub(crate) fn wait_until_ns(&self, deadline: u64) -> bool {
+            if crate::time::nanotime() >= deadline {
+                // Already due (a zero timeout): expire at once, unless a notifier won.
+                return word_resolve(&self.state, TIMEDOUT).is_none();
+            }
+            self.wait_until_ns_unchecked(deadline)
+        }
+
+        /// [`Self::wait_until_ns`] without the due check, for callers whose deadline is in
+        /// the future by construction (`sleep`): a past deadline still works, at the cost of
+        /// a park and an immediate timer run.
+        pub(crate) fn wait_until_ns_unchecked(&self, deadline: u64) -> bool {
             if self.g.is_null() {
                 return self.wait_thread_until(deadline);
             }
@@ -266,20 +255,9 @@ mod imp {
             // SAFETY: `node` lives in this frame until `cancel_sync` below, which waits out
             // any callback; it is armed on our own runtime only.
             unsafe { node.arm(s, deadline, 0) };
-            dbg(self.g, "armed");
             self.park();
             // Acquire: pairs with the winner's AcqRel CAS.
             let won = self.state.load(Ordering::Acquire) == NOTIFIED;
-            dbg(
-                self.g,
-                if won {
-                    "resumed-notified"
-                } else if self.state.load(Ordering::Acquire) == TIMEDOUT {
-                    "resumed-timedout"
-                } else {
-                    "resumed-BOGUS"
-                },
-            );
             // After a timeout the callback already released the node (before readying us);
             // after a notification it may be about to run and lose: wait it out.
             node.cancel_sync(s);
@@ -358,9 +336,7 @@ mod imp {
         // SAFETY: `arg` is the waiter on the parking goroutine's stack, alive while it is
         // parked.
         let w = unsafe { &*(arg as *const Waiter) };
-        let r = word_commit(&w.state);
-        dbg(_g, if r { "commit-ok" } else { "commit-fail" });
-        r
+        word_commit(&w.state)
     }
 
     /// Timer callback of a goroutine's deadline: expire the waiter unless a notifier won.
@@ -369,14 +345,6 @@ mod imp {
         // SAFETY: the node is on the waiter's frame, which `cancel_sync` keeps alive until
         // `done` is dropped; read the G before the CAS.
         let (g, won) = unsafe { ((*w).g, word_resolve(&(*w).state, TIMEDOUT)) };
-        dbg(
-            g,
-            match won {
-                Some(true) => "timer-won-parked",
-                Some(false) => "timer-won-waiting",
-                None => "timer-lost",
-            },
-        );
         // Last access to the frame: from here the goroutine may return from its wait.
         drop(done);
         if won == Some(true) {

@@ -661,10 +661,15 @@ fn gfget(s: &Sched, p: Option<&P>, size: usize) -> Option<*mut G> {
                         None => break,
                     }
                 }
+                gl.taken += 1;
             }
             lf.list.pop_front()?
         }
-        None => s.gfree.lock().unwrap_or_else(|e| e.into_inner()).pop()?,
+        None => {
+            let mut gl = s.gfree.lock().unwrap_or_else(|e| e.into_inner());
+            gl.taken += 1;
+            gl.pop()?
+        }
     };
     // SAFETY: a free G is ours.
     let gr = unsafe { &mut *g };
@@ -723,6 +728,85 @@ fn gfpurge(s: &Sched, p: &P) {
     }
 }
 
+/// Dead Gs (with their stacks) an idle runtime keeps cached, beyond the local lists: enough
+/// for the next burst to start warm, few enough that a burst of a million goroutines does not
+/// pin a million stack pages once it is over.
+const GFREE_KEEP: usize = 1024;
+
+/// How long cached dead Gs beyond `GFREE_KEEP` must stay unused before they are freed.
+const GFREE_EXCESS_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The runtime went idle with more dead Gs cached than `GFREE_KEEP`: in `GFREE_EXCESS_AGE`,
+/// if nobody took a cached G meanwhile (a burst that comes back soon finds them warm), free
+/// the excess (a timer: an idle runtime sleeps until it, see `time/mod.rs`).
+fn arm_excess_timer(s: &Sched) {
+    let snapshot = {
+        let mut gl = s.gfree.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = GFREE_KEEP + LOCAL_FREE_MAX * s.procs() as usize;
+        if gl.excess_timer || gl.cold.len() + gl.warm.len() <= keep {
+            return;
+        }
+        gl.excess_timer = true;
+        gl.taken
+    };
+    let sp = s as *const Sched as usize;
+    let when = crate::time::deadline_after(GFREE_EXCESS_AGE);
+    crate::time::after_fn(
+        when,
+        Box::new(move || {
+            // SAFETY: timers of a runtime are dropped, unrun, before the runtime itself.
+            let s = unsafe { &*(sp as *const Sched) };
+            let unused = {
+                let mut gl = s.gfree.lock().unwrap_or_else(|e| e.into_inner());
+                gl.excess_timer = false;
+                gl.taken == snapshot
+            };
+            if unused {
+                free_excess(s);
+            }
+        }),
+    );
+}
+
+/// Free the cached dead Gs beyond `GFREE_KEEP` — their stacks go back to
+/// the allocator whole (`MADV_DONTNEED` of every page) and slabs left empty are unmapped.
+/// Coldest (already scavenged) first.
+fn free_excess(s: &Sched) {
+    let mut excess = GQueue::new();
+    {
+        let mut gl = s.gfree.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = GFREE_KEEP + LOCAL_FREE_MAX * s.procs() as usize;
+        while gl.cold.len() + gl.warm.len() > keep {
+            let g = match gl.cold.pop_front() {
+                Some(g) => g,
+                None => match gl.warm.pop_front() {
+                    Some(g) => g,
+                    None => break,
+                },
+            };
+            // SAFETY: taking ownership off the free list.
+            unsafe { excess.push_back(g) };
+        }
+    }
+    if excess.is_empty() {
+        return;
+    }
+    let mut freed = std::collections::HashSet::with_capacity(excess.len());
+    while let Some(g) = excess.pop_front() {
+        freed.insert(g as usize);
+    }
+    // Off the registry first (shutdown walks it), then free: the Gs are dead and ours.
+    s.allgs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&g| !freed.contains(&(g as usize)));
+    for g in freed {
+        // SAFETY: a dead G off every list and the registry: nothing refers to it any more.
+        unsafe { drop(Box::from_raw(g as *mut G)) };
+    }
+    crate::stack::trim();
+}
+
 /// Scavenge batch: stacks released per lock round trip.
 const SCAVENGE_BATCH: usize = 64;
 /// No scavenging when a timer is due within this many ns: a batch costs ~0.1 ms, and a
@@ -736,6 +820,7 @@ const SCAVENGE_TIMER_HORIZON: u64 = 1_000_000;
 /// Works in batches and stops as soon as there is work again or a P becomes busy, so a burst
 /// that follows finds its dead Gs on the warm list, or at worst waits for one batch.
 fn scavenge(s: &Sched) {
+    arm_excess_timer(s);
     loop {
         let mut batch = GQueue::new();
         {

@@ -192,8 +192,8 @@ pub(crate) fn trim() {
     }
 }
 
-/// An owned goroutine stack. Dropping it returns it to the allocator's free pool (after
-/// [`release_memory`](Stack::release_memory)).
+/// An owned goroutine stack. Dropping it returns all its memory to the kernel
+/// (`MADV_DONTNEED`) and the stack to the allocator's free pool.
 ///
 /// The stack's memory is not accessible through this type: the scheduler hands
 /// [`top`](Stack::top) to the context-switch code, which runs a goroutine on it.
@@ -271,8 +271,11 @@ impl Stack {
     ///
     /// Only call this on a stack no goroutine is running on.
     pub(crate) fn release_memory(&self) {
-        let page = page_size();
-        let len = self.size - page;
+        self.dontneed(self.size - page_size());
+    }
+
+    /// `MADV_DONTNEED` on the lowest `len` bytes of the stack.
+    fn dontneed(&self, len: usize) {
         if len == 0 {
             return;
         }
@@ -295,7 +298,10 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        self.release_memory();
+        // All of it, top page included: a stack back in the pool is cold (the scheduler keeps
+        // its warm stacks on its G free lists), and this is how memory shrinks back after a
+        // burst of goroutines.
+        self.dontneed(self.size);
         Pool::lock().put_free(self.top.as_ptr() as usize, self.size);
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! # Model
 //! Every primitive is a lock-free *fast path* on one atomic word plus, for when that fails, a
-//! *wait queue* ([`sema`]): a FIFO of [`Waiter`](crate::sched::park)s that live on the stacks
+//! *wait queue* (`sema.rs`): a FIFO of `Waiter`s (`sched/park.rs`) that live on the stacks
 //! of the blocked parties, behind a short internal lock. A blocked goroutine **parks** (its M
 //! runs other goroutines); a blocked plain OS thread sleeps on a futex. Both go through the
 //! same `Waiter`, so goroutines and threads can share every primitive. Contended operations
@@ -21,7 +21,7 @@
 //! # The semaphore (`sema.rs`, Go's `runtime/sema.go`)
 //! Go's sync primitives sleep on an address-keyed semaphore table shared by the whole program
 //! (a Go mutex must be two zero words). A Rust object can carry its own queue, so each
-//! primitive embeds a [`sema::Sema`]: a token count and a waiter list under one short lock.
+//! primitive embeds a `sema::Sema`: a token count and a waiter list under one short lock.
 //! `acquire` takes a token or enqueues itself and parks; `release` hands its token straight
 //! to the waiter at the head, or keeps it if nobody waits (so a release that overtakes its
 //! acquire is not lost: every sleep is paired with exactly one wake-up).
@@ -194,10 +194,6 @@ pub(crate) mod plat {
     /// only if GOMAXPROCS > 1 and some other P is running goroutines (one of them may be
     /// about to unlock), and only if our own P has nothing else to run. A plain thread
     /// spins whenever the machine has more than one CPU.
-    ///
-    /// Never inlined: it reads the thread's M, and the lock loop that calls it parks in
-    /// between (see `sema::Node::new` on thread-local addresses across a migration).
-    #[inline(never)]
     pub(crate) fn can_spin(iter: u32) -> bool {
         if iter >= ACTIVE_SPIN || ncpu() <= 1 {
             return false;
@@ -233,9 +229,16 @@ pub(crate) mod plat {
 
     /// After handing a starving mutex to a waiter (readied into our P's `runnext`): let it
     /// run now, on our time slice (Go's `goyield` in `semrelease1`). Plain threads do nothing.
+    ///
+    /// Not while unwinding (a guard dropped by a panic): std keeps its panic count in a
+    /// thread-local, and a goroutine that resumed on another thread in the middle of its
+    /// unwinding would decrement the wrong thread's count when `catch_unwind` catches it. A
+    /// yield is only an optimisation here, so it is skipped.
     #[inline]
     pub(crate) fn yield_to_woken() {
-        let _ = crate::sched::schedule::gosched();
+        if !std::thread::panicking() {
+            let _ = crate::sched::schedule::gosched();
+        }
     }
 }
 

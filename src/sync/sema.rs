@@ -46,12 +46,6 @@ pub(crate) struct Node {
 
 impl Node {
     /// A node for the calling goroutine (or plain thread).
-    ///
-    /// Never inlined: the waiter records the running G, read from a thread-local. Inlined
-    /// into a caller's loop that parks (the mutex's lock loop), LLVM could reuse the
-    /// thread-local's address computed before the park, which after a migration is the old
-    /// thread's: the node would name whatever goroutine runs there now.
-    #[inline(never)]
     pub(crate) fn new() -> Node {
         Node {
             waiter: Waiter::new(),

@@ -236,13 +236,6 @@ impl TimerNode {
             // SAFETY: on `h`, whose lock we hold.
             let slot = unsafe { *self.slot.get() };
             let idx = g.slots[slot as usize].idx as usize;
-            // DEBUG-TIMERS
-            if idx >= g.entries.len() || g.node(g.entries[idx]) != NonNull::from(self) {
-                crate::sched::fatal_fmt(format_args!(
-                    "disarm: wrong idx {idx} len {} slot {slot}",
-                    g.entries.len()
-                ));
-            }
             g.remove_at(idx);
             // Release: pairs with the Acquire loads of `heap` (the next armer sees our writes).
             self.heap.store(ptr::null_mut(), Ordering::Release);
@@ -516,18 +509,6 @@ impl Timers {
             n.running.fetch_add(1, Ordering::Relaxed);
             // SAFETY: as above.
             let (seq, period) = unsafe { (*n.seq.get(), *n.period.get()) };
-            // DEBUG-TIMERS
-            let nw = unsafe { *n.when.get() };
-            let nh = n.heap.load(Ordering::Relaxed);
-            if nw != top.when
-                || nh != self as *const Timers as *mut Timers
-                || g.slots[top.slot as usize].idx != 0
-            {
-                crate::sched::fatal_fmt(format_args!(
-                    "timer heap corrupt: node.when {nw} entry.when {} now {now} heap {nh:p} self {:p} idx {}",
-                    top.when, self, g.slots[top.slot as usize].idx
-                ));
-            }
             if period > 0 {
                 // Next deadline after `now`, on the original grid: missed periods are dropped
                 // (Go's rule), so a slow consumer sees one tick, not a burst.
