@@ -2,7 +2,7 @@
 # compare.sh: gort side by side with Go 1.27 and the Rust peers (may, tokio, OS threads)
 # on the yield, spawn and memory workloads; prints a table of medians and gort/peer ratios.
 #
-#   bash benches/compare.sh             # 3 interleaved passes, about 5 minutes once built
+#   bash benches/compare.sh             # 3 interleaved passes, about 3 minutes once built
 #   RUNS=1 bash benches/compare.sh      # one quick pass
 #
 # A developer tool, not run by CI. Idempotent set-up: installs Go with the anchor's
@@ -18,6 +18,7 @@
 #   PEERS_TARGET=/tmp/rust-peers-target      its cargo target dir
 #   CARGO_TARGET_DIR                         gort's target dir (default: <repo>/target)
 #   OUT=/tmp/gort-compare                    raw results and logs
+#   SMALL_N=20000                            spawn count for may and OS threads
 #   NICE=0                                   niceness of the benchmark commands; on a shared
 #                                            machine NICE=-10 (as root) keeps compiles of
 #                                            others from taking half the CPU mid-run
@@ -27,7 +28,8 @@
 #   spawn   1M empty goroutines, wait for all; 1 and 2 Ps; a cold then a warm round (Go,
 #           gort); may and OS threads at 20k (may cannot hold more live coroutines under
 #           the default vm.max_map_count; threads would take minutes)   ns per goroutine
-#   memory  100k goroutines parked; OS threads 10k       RSS bytes per goroutine
+#   memory  100k goroutines parked (OS threads 10k; may as many as vm.max_map_count allows)
+#                                                        RSS bytes per goroutine
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -189,8 +191,8 @@ row "spawn 1M warm round, 1 P" ns/goroutine spawn_warm@1 spawn_warm@1 - - - -
 row "spawn 1M warm round, 2 P" ns/goroutine spawn_warm@2 spawn_warm@2 - - - -
 row "spawn 1M VmHWM, 1 P" MiB spawn_vmhwm@1 spawn_vmhwm@1 - - - -
 row "spawn 1M VmHWM, 2 P" MiB spawn_vmhwm@2 spawn_vmhwm@2 - - - -
-row "spawn 1M: VmRSS 0.5 s idle after, 1 P" MiB spawn_rss_idle@1 - - - - -
-row "spawn 1M: VmRSS 0.5 s idle after, 2 P" MiB spawn_rss_idle@2 - - - - -
+row "spawn 1M: VmRSS after 2 s idle, 1 P" MiB spawn_rss_idle@1 - - - - -
+row "spawn 1M: VmRSS after 2 s idle, 2 P" MiB spawn_rss_idle@2 - - - - -
 row "memory: 100k parked (may, threads: *)" bytes/parked memory_100k_rss_per_goroutine@2 \
     memory_100k_rss_per_goroutine@2 memory@1 memory@1 - memory@1
 echo

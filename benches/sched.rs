@@ -4,11 +4,12 @@
 //! - `yield_pingpong/procs1`: two goroutines on one P, each calling `yield_now` in a loop;
 //!   time per switch (one yield = one switch to the other goroutine and back through g0).
 //! - `spawn/procs1`, `spawn/procs2`: a goroutine spawns empty goroutines in batches of
-//!   [`BATCH`] (10,000) and joins each batch; time per goroutine spawned, run and joined.
-//!   After the first batch every goroutine reuses a dead G and its stack from the free
-//!   lists: this is the warm path (the cold 1M case is `examples/bench.rs spawn`). Waiting
-//!   by polling a countdown with `yield_now` was rejected: with 2 Ps the poller's P keeps
-//!   re-running the poller instead of stealing, which measures the harness, not gort.
+//!   [`BATCH`] (10,000), each goroutine calling `WaitGroup::done`, and waits for each batch
+//!   with `WaitGroup::wait`; time per goroutine spawned, run and completed. After the first
+//!   batch every goroutine reuses a dead G and its stack from the free lists: this is the
+//!   warm path (the cold 1M case is `examples/bench.rs spawn`). Waiting by polling a
+//!   countdown with `yield_now` was rejected: with 2 Ps the poller's P keeps re-running the
+//!   poller instead of stealing, which measures the harness, not gort.
 //! - `spawn_batch/procs1/{100,1000}`: the same with smaller batches. The cost per goroutine
 //!   depends on how many distinct G structs and stack pages one batch cycles through (each
 //!   spawned goroutine touches its own stack's top page); comparing these with
@@ -26,6 +27,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use gort::sync::WaitGroup;
 
 /// Goroutines spawned before waiting for them, in the spawn groups.
 const BATCH: u64 = 10_000;
@@ -60,22 +62,23 @@ fn yield_pingpong(rt: &gort::Runtime, iters: u64) -> Duration {
     d.mul_f64(iters as f64 / (2 * per) as f64)
 }
 
-/// Spawn `iters` empty goroutines in batches of `batch`, joining each batch (in spawn order:
-/// the joiner parks on the first unfinished goroutine and finds most of the rest finished).
+/// Counts the goroutines of the current spawn batch (benchmarks run one at a time).
+static WG: WaitGroup = WaitGroup::new();
+
+/// Spawn `iters` goroutines that only call `WG.done()`, in batches of `batch`, waiting for
+/// each batch with `WG.wait()` (the Go anchor's spawn shape).
 fn spawn_batches(rt: &gort::Runtime, iters: u64, batch: u64) -> Duration {
     rt.block_on(move || {
-        let mut handles = Vec::with_capacity(batch as usize);
         let t0 = Instant::now();
         let mut todo = iters;
         while todo > 0 {
             let k = todo.min(batch);
             todo -= k;
+            WG.add(k as i32);
             for _ in 0..k {
-                handles.push(gort::go(|| ()));
+                drop(gort::go(|| WG.done()));
             }
-            for h in handles.drain(..) {
-                h.join().expect("empty goroutine panicked");
-            }
+            WG.wait();
         }
         t0.elapsed()
     })

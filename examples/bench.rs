@@ -6,7 +6,7 @@
 //!   yield  [-g 2] [-n 10000000]   g goroutines each yield n times; ns per switch = total / (g*n)
 //!   spawn  [-n 1000000]           spawn n empty goroutines and wait for all: a cold round,
 //!                                 VmHWM, then a warm round in the same process, then (not
-//!                                 in the anchor) VmRSS after 500 ms idle
+//!                                 in the anchor) VmRSS after 2 s idle
 //!   memory [-n 100000]            park n goroutines; VmRSS delta per goroutine
 //! ```
 //!
@@ -16,26 +16,26 @@
 //! and `GOMAXPROCS=1 <this> yield -n 1000` are the same experiment. Flags may be written
 //! `-n 5`, `-n=5`, `--n 5` (Go's `flag` package accepts all three).
 //!
-//! # How each workload maps onto gort (gort has no channels or WaitGroup yet)
+//! # Shapes
 //!
-//! * `yield`: Go's main goroutine spawns the yielders and waits in `wg.Wait()`; here the root
-//!   goroutine spawns them and parks in `JoinHandle::join` — parked either way, so it takes
-//!   no turns.
-//! * `spawn`: Go's goroutines call `wg.Done()` and main parks in `wg.Wait()`. Here the
-//!   goroutines are empty and the root joins their handles in spawn order: it parks on the
-//!   first unfinished one, and finds the rest finished (a load each). The handles (16 bytes
-//!   each) are allocated before the clock starts, as the anchor's `wg.Add(n)`. Polling a
-//!   countdown with `yield_now` instead was rejected: with 2 Ps, once the other P has stolen
-//!   the remaining goroutines, the poller's own queue is empty, so each `yield_now` puts it
-//!   straight back and its P spins on the poll instead of stealing work (measured 3x slower).
-//! * `memory`: each goroutine must be *parked*, and `join` is the only parking primitive: the
-//!   root spawns a gate goroutine, then goroutine i is given the handle of goroutine i-1 (the
-//!   gate for i = 1) and joins it. Every one of the n goroutines parks on an unfinished
-//!   goroutine, and none is released until the gate exits. The gate polls a flag (yielding,
-//!   then sleeping once every goroutine has started). The RSS delta covers the n parked
-//!   goroutines plus the gate (one more stack), divided by n, as the anchor divides by n.
+//! Each workload follows the anchor's Go source statement by statement, with gort's
+//! counterparts: `go f()` is `gort::go(f)` with the handle dropped (detached), a
+//! `sync.WaitGroup` is a [`gort::sync::WaitGroup`], `make(chan struct{})` is
+//! `gort::chan::bounded::<()>(0)` with one `Receiver` clone per goroutine, `close(ch)` is
+//! dropping the only `Sender`, `time.Sleep` is `gort::sleep`. Go's main goroutine is the
+//! root goroutine of `gort::run`. The WaitGroups are statics, as Go's closures capture `&wg`.
+//!
+//! * `yield`: `wg.Add(g)`; start the clock; g goroutines each `yield_now` n times, then
+//!   `wg.done()`; `wg.wait()`.
+//! * `spawn`: `wg.Add(n)`; start the clock; spawn n goroutines that only call `wg.done()`;
+//!   `wg.wait()`. Twice in the same root goroutine (cold, then warm), `VmHWM` in between.
+//!   Then, outside the runtime (so that it is idle), 2 s of sleep and `VmRSS`.
+//! * `memory`: `VmRSS` before; n goroutines each `started.done()`, then block receiving
+//!   from the shared channel, then `exited.done()`; `started.wait()`; 100 ms of sleep;
+//!   `VmRSS` after; close the channel; `exited.wait()`. Go calls `runtime.GC()` first and
+//!   reports `StackInuse`; gort reports its mapped stacks instead.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use gort::sync::WaitGroup;
 use std::time::{Duration, Instant};
 
 fn usage() -> ! {
@@ -123,25 +123,33 @@ fn ns_per(d: Duration, n: usize) -> f64 {
     round(d.as_nanos() as f64 / n as f64, 1)
 }
 
+/// A goroutine count as Go's `wg.Add` takes it.
+fn delta(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or_else(|_| {
+        eprintln!("bench: {n} goroutines is more than a WaitGroup counts");
+        std::process::exit(2)
+    })
+}
+
 // ----------------------------------------------------------------------------------- yield
+
+static YIELD_WG: WaitGroup = WaitGroup::new();
 
 fn cmd_yield(flags: &[(String, usize)]) {
     let n = flag(flags, "n", 10_000_000);
     let g = flag(flags, "g", 2);
     let d = gort::run(move || {
+        YIELD_WG.add(delta(g));
         let t0 = Instant::now();
-        let hs: Vec<_> = (0..g)
-            .map(|_| {
-                gort::go(move || {
-                    for _ in 0..n {
-                        gort::yield_now();
-                    }
-                })
-            })
-            .collect();
-        for h in hs {
-            h.join().expect("yielder panicked");
+        for _ in 0..g {
+            drop(gort::go(move || {
+                for _ in 0..n {
+                    gort::yield_now();
+                }
+                YIELD_WG.done();
+            }));
         }
+        YIELD_WG.wait();
         t0.elapsed()
     });
     emit("yield", ns_per(d, n * g), "ns/switch");
@@ -149,40 +157,37 @@ fn cmd_yield(flags: &[(String, usize)]) {
 
 // ----------------------------------------------------------------------------------- spawn
 
-/// Spawn `n` empty goroutines from a goroutine and wait until all have run.
+static SPAWN_WG: WaitGroup = WaitGroup::new();
+
+/// One round: spawn `n` goroutines that only call `done`, and wait for all of them.
 fn spawn_round(n: usize) -> Duration {
-    gort::run(move || {
-        // The anchor's `wg.Add(n)`: bookkeeping set up before the clock starts.
-        let mut handles = Vec::with_capacity(n);
-        let t0 = Instant::now();
-        for _ in 0..n {
-            handles.push(gort::go(|| ()));
-        }
-        for h in handles {
-            h.join().expect("empty goroutine panicked");
-        }
-        t0.elapsed()
-    })
+    SPAWN_WG.add(delta(n));
+    let t0 = Instant::now();
+    for _ in 0..n {
+        drop(gort::go(|| SPAWN_WG.done()));
+    }
+    SPAWN_WG.wait();
+    t0.elapsed()
 }
 
 fn cmd_spawn(flags: &[(String, usize)]) {
     let n = flag(flags, "n", 1_000_000);
-    // Start the runtime (threads, first stacks) outside the timed rounds, as Go's is
-    // started before main runs.
-    gort::run(|| ());
-    let d = spawn_round(n);
-    emit("spawn", ns_per(d, n), "ns/goroutine");
-    emit(
-        "spawn_vmhwm",
-        round(proc_status_kb("VmHWM") as f64 / 1024.0, 1),
-        "MiB",
-    );
-    // Second round in the same process: dead Gs and their stacks come from the free lists.
-    let d = spawn_round(n);
-    emit("spawn_warm", ns_per(d, n), "ns/goroutine");
+    gort::run(move || {
+        let d = spawn_round(n);
+        emit("spawn", ns_per(d, n), "ns/goroutine");
+        emit(
+            "spawn_vmhwm",
+            round(proc_status_kb("VmHWM") as f64 / 1024.0, 1),
+            "MiB",
+        );
+        // Second round in the same process: dead Gs and their stacks come from the free
+        // lists.
+        let d = spawn_round(n);
+        emit("spawn_warm", ns_per(d, n), "ns/goroutine");
+    });
     // Not in the anchor: what stays resident once the runtime has been idle for a while
-    // (dead goroutines' cached stacks are scavenged when every P is idle).
-    std::thread::sleep(Duration::from_millis(500));
+    // (an idle runtime frees the cached dead goroutines it has not reused for a second).
+    std::thread::sleep(Duration::from_secs(2));
     emit(
         "spawn_rss_idle",
         round(proc_status_kb("VmRSS") as f64 / 1024.0, 1),
@@ -192,70 +197,54 @@ fn cmd_spawn(flags: &[(String, usize)]) {
 
 // ---------------------------------------------------------------------------------- memory
 
-/// Goroutines of the memory workload that have started (and are about to park).
-static STARTED: AtomicUsize = AtomicUsize::new(0);
-/// Set once the measurement is taken: the gate exits and the chain of joins unwinds.
-static RELEASE: AtomicBool = AtomicBool::new(false);
+static STARTED: WaitGroup = WaitGroup::new();
+static EXITED: WaitGroup = WaitGroup::new();
 
 fn cmd_memory(flags: &[(String, usize)]) {
     let n = flag(flags, "n", 100_000);
-    gort::run(|| ());
-    let report = gort::run(move || {
+    gort::run(move || {
         let before = proc_status_kb("VmRSS");
+        let (tx, rx) = gort::chan::bounded::<()>(0);
+        STARTED.add(delta(n));
+        EXITED.add(delta(n));
         let t0 = Instant::now();
-        let gate = gort::go(move || {
-            // Acquire: pairs with the root's release store.
-            while !RELEASE.load(Ordering::Acquire) {
-                gort::yield_now();
-                // Relaxed: a hint; once all have started nothing else needs this P, so
-                // sleep instead of spinning (this blocks the M, which is fine then).
-                if STARTED.load(Ordering::Relaxed) == n {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        });
-        let mut prev = gate;
         for _ in 0..n {
-            let wait_for = prev;
-            prev = gort::go(move || {
-                // Release: pairs with the root's acquire load.
-                STARTED.fetch_add(1, Ordering::Release);
-                wait_for.join().expect("chain goroutine panicked");
-            });
+            let rx = rx.clone();
+            drop(gort::go(move || {
+                STARTED.done();
+                let _ = rx.recv();
+                EXITED.done();
+            }));
         }
-        // Acquire: pairs with the goroutines' increments.
-        while STARTED.load(Ordering::Acquire) < n {
-            gort::yield_now();
-        }
+        STARTED.wait();
         let create = t0.elapsed();
-        // Let the last ones park (the anchor's 100 ms). Blocks this M: nothing else runs.
-        std::thread::sleep(Duration::from_millis(100));
+        gort::sleep(Duration::from_millis(100)); // let the last ones park
         let after = proc_status_kb("VmRSS");
-        let stacks = gort::stats().stacks_mapped;
-        // Release: the gate's acquire load sees everything above.
-        RELEASE.store(true, Ordering::Release);
-        prev.join().expect("chain goroutine panicked");
-        (before, after, create, stacks)
+        let tag = format!("memory_{}k", n / 1000);
+        emit(
+            &format!("{tag}_rss_per_goroutine"),
+            round((after - before) as f64 * 1024.0 / n as f64, 0),
+            "bytes",
+        );
+        emit(
+            &format!("{tag}_rss_total"),
+            round(after as f64 / 1024.0, 1),
+            "MiB",
+        );
+        emit(
+            &format!("{tag}_rss_before"),
+            round(before as f64 / 1024.0, 1),
+            "MiB",
+        );
+        emit(
+            &format!("{tag}_stacks_mapped"),
+            gort::stats().stacks_mapped as f64,
+            "stacks",
+        );
+        emit(&format!("{tag}_create"), ns_per(create, n), "ns/goroutine");
+        drop(tx); // close(ch): every receiver wakes with an error
+        EXITED.wait();
     });
-    let (before, after, create, stacks) = report;
-    let tag = format!("memory_{}k", n / 1000);
-    emit(
-        &format!("{tag}_rss_per_goroutine"),
-        round((after - before) as f64 * 1024.0 / n as f64, 0),
-        "bytes",
-    );
-    emit(
-        &format!("{tag}_rss_total"),
-        round(after as f64 / 1024.0, 1),
-        "MiB",
-    );
-    emit(
-        &format!("{tag}_rss_before"),
-        round(before as f64 / 1024.0, 1),
-        "MiB",
-    );
-    emit(&format!("{tag}_stacks_mapped"), stacks as f64, "stacks");
-    emit(&format!("{tag}_create"), ns_per(create, n), "ns/goroutine");
 }
 
 fn main() {

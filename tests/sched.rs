@@ -935,7 +935,7 @@ fn unfinished_goroutines(rt: &Runtime) -> Unfinished {
 }
 
 /// After the runtime stopped: unfinished goroutines are abandoned, finished ones are not.
-fn check_unfinished(left: Unfinished, procs: usize) {
+fn check_unfinished(left: Unfinished) {
     assert_eq!(left.finished.join().unwrap(), 5);
     let probes = left
         .spawner
@@ -962,10 +962,8 @@ fn check_unfinished(left: Unfinished, procs: usize) {
         }
     }
     let started = count(&left.started);
-    if procs == 1 {
-        // The spawner held the only P until the shutdown: none of its goroutines started.
-        assert_eq!(started, 0);
-    }
+    // A spawner that fills its P's queue yields to what it spawned (back-pressure), so some
+    // of the queued goroutines may have started, and the rest were abandoned.
     assert!(started + abandoned >= 300, "{started} + {abandoned}");
 }
 
@@ -975,7 +973,7 @@ fn shutdown_abandons_unfinished_goroutines(procs: usize) {
     let rt = runtime(procs);
     let left = unfinished_goroutines(&rt);
     rt.shutdown();
-    check_unfinished(left, procs);
+    check_unfinished(left);
 }
 
 /// The same, with the runtime simply dropped.
@@ -983,7 +981,7 @@ fn drop_without_shutdown_abandons_unfinished_goroutines(procs: usize) {
     let rt = runtime(procs);
     let left = unfinished_goroutines(&rt);
     drop(rt);
-    check_unfinished(left, procs);
+    check_unfinished(left);
 }
 
 /// Shutdown with two goroutines parked joining each other: abandoning the first wakes the

@@ -272,10 +272,18 @@ fn rlimit_child() {
             .spawn(|| ())
             .map(drop)
             .unwrap_err();
-        let (count, exhausted) =
-            spawn_until_failure(&mut handles, || Builder::new().name("filler").spawn(|| ()));
+        // Fillers park on a channel until it closes, so they all stay alive (a spawner that
+        // fills its queue yields to what it spawned: empty fillers would be reused).
+        let (gate, wait) = gort::chan::bounded::<()>(0);
+        let (count, exhausted) = spawn_until_failure(&mut handles, || {
+            let wait = wait.clone();
+            Builder::new().name("filler").spawn(move || {
+                let _ = wait.recv();
+            })
+        });
         let go_message = go_panic_message();
-        // Free the stacks: the queued goroutines run and finish.
+        // Free the stacks: the parked goroutines wake and finish.
+        drop(gate);
         for handle in handles.drain(..) {
             handle.join().unwrap();
         }
@@ -313,8 +321,16 @@ fn map_count_child() {
     let mut handles = Vec::with_capacity(100_000);
     let rt = queueing_runtime();
     let (count, exhausted, go_message) = rt.block_on(move || {
-        let (count, exhausted) = spawn_until_failure(&mut handles, || Builder::new().spawn(|| ()));
+        // Fillers park until the gate closes (see rlimit_child).
+        let (gate, wait) = gort::chan::bounded::<()>(0);
+        let (count, exhausted) = spawn_until_failure(&mut handles, || {
+            let wait = wait.clone();
+            Builder::new().spawn(move || {
+                let _ = wait.recv();
+            })
+        });
         let go_message = go_panic_message();
+        drop(gate);
         for handle in handles.drain(..) {
             handle.join().unwrap();
         }

@@ -25,6 +25,9 @@ pub(crate) enum Action {
     None,
     /// Put the G at the tail of the local run queue and schedule.
     Yield,
+    /// Spawn back-pressure: like `Yield`, but behind everything (the global queue), and not
+    /// counted as a `yield_now`.
+    Backoff,
     /// Mark the G Waiting, then call `park_fn(g, park_arg)`; if it returns false the G is
     /// resumed at once (Go's `gopark` unlock function).
     Park,

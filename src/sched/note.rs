@@ -4,8 +4,11 @@
 //! signalled; `wake` signals it and wakes the sleeper. Exactly one thread sleeps on a note at a
 //! time (its owner M); any thread may wake it. `clear` re-arms it (owner only, when nobody can
 //! be waking it: the idle-M protocol clears before publishing the M on the idle list).
+//! `sleep_until` also returns at an absolute `CLOCK_MONOTONIC` deadline: the timer sleeper's
+//! wait (`idle::stopm_until`), which settles a late wake-up under the scheduler lock.
 
 use crate::loom::{AtomicU32, Ordering};
+#[cfg(not(loom))]
 use std::time::Duration;
 
 /// Futex wait on `word` while it holds `expected`. Returns on a wake-up, a spurious wake-up,

@@ -260,7 +260,8 @@ mod imp {
             let won = self.state.load(Ordering::Acquire) == NOTIFIED;
             // After a timeout the callback already released the node (before readying us);
             // after a notification it may be about to run and lose: wait it out.
-            node.cancel_sync(s);
+            // SAFETY: armed on `s` above.
+            unsafe { node.cancel_sync(s) };
             won
         }
 

@@ -120,6 +120,12 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
     // SAFETY: we still hold our P (nothing takes a P from a running M yet).
     let pr = unsafe { &*m.p.get() };
     match action {
+        Action::Backoff => {
+            // SAFETY: the G is stopped and ours until it is on the queue.
+            unsafe { (*g).set_status(Status::Runnable) };
+            globrunqput(s, g);
+            None
+        }
         Action::Yield => {
             PCounters::bump(&pr.counters.yields);
             // SAFETY: the G is stopped and ours until it is on the queue.
@@ -515,10 +521,13 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
 /// Put `g` on P's local queue (`next`: into runnext). Overflow moves half the ring plus `g`
 /// to the global queue in one splice. Holder of `p` only.
 #[inline]
-pub(crate) fn runqput(s: &Sched, p: &P, g: *mut G, next: bool) {
+/// Returns whether the ring overflowed.
+pub(crate) fn runqput(s: &Sched, p: &P, g: *mut G, next: bool) -> bool {
     // SAFETY: G pointers are never null.
     let g = unsafe { NonNull::new_unchecked(g) };
+    let mut spilled = false;
     p.runq.push(g, next, |batch| {
+        spilled = true;
         PCounters::bump(&p.counters.spills);
         let mut sy = s.lock();
         for g in batch {
@@ -528,6 +537,7 @@ pub(crate) fn runqput(s: &Sched, p: &P, g: *mut G, next: bool) {
         // Relaxed: a hint for lock-free peeks; the lock orders it for lock holders.
         s.runqsize.store(sy.runq.len() as u32, Ordering::Relaxed);
     });
+    spilled
 }
 
 /// Put `g` on the global queue. Any thread.
@@ -624,8 +634,19 @@ pub(crate) fn spawn(
     match local {
         Some(p) => {
             PCounters::bump(&p.counters.spawned);
-            runqput(s, p, g, true);
+            let overflowed = runqput(s, p, g, true);
             idle::wakep(s);
+            if overflowed {
+                // Back-pressure: a goroutine spawning faster than anything runs has just
+                // filled its P's queue (256 waiting). Let the queue drain before spawning
+                // more. Go gets the same effect from preempting the spawner every 10 ms;
+                // without it, a spawn loop keeps every goroutine it made alive at once, each
+                // with a freshly faulted stack page (1M goroutines: 1M page faults, 4 GiB).
+                // The spawned goroutines' dead Gs are then reused warm. The spawner goes
+                // to the back of the global queue, as a preempted goroutine does in Go.
+                // SAFETY: `local` is Some only on an M holding a P, i.e. in a goroutine.
+                mcall(unsafe { &*current_m() }, Action::Backoff);
+            }
         }
         None => {
             // Relaxed counter.

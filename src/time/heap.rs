@@ -15,15 +15,15 @@
 //!   is `(node, i)` and `node.slot == entries[i].slot`; each entry's `when` is at most its
 //!   four children's (`4i+1 ..= 4i+4`). `next_when` mirrors `entries[0].when` ([`NO_TIMER`]
 //!   when empty): stored under the lock, read without it.
-//!
-//! The slot table is the heap's own dense array of `(node, index)`: sifting moves entries and
-//! must record each one's new index, and writing it into the node itself would touch one
-//! random page per move (nodes live on goroutine stacks) — with 100,000 sleepers, a cache and
-//! TLB miss per level of every pop.
 //! * **Running.** A node popped to run has `running > 0` from before it leaves the heap until
 //!   its callback drops the [`Running`] token. [`TimerNode::cancel_sync`] waits for zero, so the
 //!   owner of a node may free it once `cancel_sync` returns: no callback is running, and none
 //!   can start (the node is on no heap).
+//!
+//! The slot table is the heap's own dense array of `(node, index)`: sifting moves entries and
+//! must record each one's new index, and writing it into the node itself would touch one
+//! random page per move (nodes live on goroutine stacks) — with 100,000 sleepers, a cache and
+//! TLB miss per level of every pop (measured: the pop was then the costliest step of a sleep).
 //!
 //! Why eager removal (stop takes the owning P's heap lock and removes the node at once) and
 //! not Go's lazy scheme (mark the timer deleted/modified, let the owning P clean its heap):
@@ -40,8 +40,8 @@ use std::ptr::{self, NonNull};
 /// `next_when` of an empty heap, and "no deadline" wherever a time is optional.
 pub(crate) const NO_TIMER: u64 = u64::MAX;
 
-/// Children per heap node (Go's `timerHeapN`): a shallower heap than a binary one, and the
-/// four children's entries (16 bytes each) share one cache line.
+/// Children per heap node (Go's `timerHeapN`): half the depth of a binary heap, and the four
+/// children's entries (16 bytes each) are adjacent (at most two cache lines).
 const ARITY: usize = 4;
 
 /// A timer callback: `f(arg, seq, now, done)`, run on an M's g0 with a P held, after the node
@@ -218,8 +218,10 @@ impl TimerNode {
     /// popped to run: its callback may be running now). Does not wait for a running callback.
     /// Any thread.
     ///
-    /// `s` must be the runtime the node was armed on (it keeps the heaps alive).
-    pub(crate) fn disarm(&self, _s: &Sched) -> bool {
+    /// # Safety
+    /// If the node was ever armed, `_s` is the runtime it was armed on (holding a reference to
+    /// it keeps its heaps alive).
+    pub(crate) unsafe fn disarm(&self, _s: &Sched) -> bool {
         loop {
             // Acquire: as in `arm`.
             let h = self.heap.load(Ordering::Acquire);
@@ -252,8 +254,12 @@ impl TimerNode {
     /// takes (it would wait for itself). The wait is the window between a runner popping the
     /// node and its callback dropping `done` — a few instructions, unless the runner's thread
     /// is descheduled right there; we spin briefly, then yield the thread.
-    pub(crate) fn cancel_sync(&self, s: &Sched) -> bool {
-        let was = self.disarm(s);
+    ///
+    /// # Safety
+    /// As [`Self::disarm`].
+    pub(crate) unsafe fn cancel_sync(&self, s: &Sched) -> bool {
+        // SAFETY: forwarded contract.
+        let was = unsafe { self.disarm(s) };
         let mut spins = 0u32;
         // Acquire: pairs with the Release decrement in `Running::drop`: every access the
         // callback made to the node and its owner happens before we return.

@@ -15,7 +15,11 @@
 //! # Who runs timers
 //! 1. Each M, at the top of `find_runnable`, runs its own P's due timers before looking at the
 //!    run queues (Go's `checkTimers`). With no timers the cost is one Relaxed load of
-//!    `next_when`; with timers, one clock read.
+//!    `next_when`; with timers, one clock read. Unlike Go, it runs at most as many as its run
+//!    queue has room for (`timer_budget`): the rest stay on the heap, in deadline order, for
+//!    the next scheduling point or another M, instead of spilling their goroutines to the tail
+//!    of a possibly long global queue (that spill is most of Go's oversleep at 100,000
+//!    sleepers). Stack scavenging (`schedule.rs`) likewise waits while a timer is near.
 //! 2. A spinning M that found nothing to steal runs the due timers of every other P, idle or
 //!    busy (Go's `stealWork`): an idle P's timers, and a P whose M is stuck in a long-running
 //!    goroutine, still fire.
@@ -385,13 +389,17 @@ impl Armable {
     }
 
     fn disarm(&self) -> bool {
-        self.sched.upgrade().is_some_and(|s| self.node.disarm(&s))
+        // SAFETY: the node is only ever armed on `self.sched`.
+        self.sched
+            .upgrade()
+            .is_some_and(|s| unsafe { self.node.disarm(&s) })
     }
 
     /// Before freeing: no callback runs or will run.
     fn cancel(&self) {
         if let Some(s) = self.sched.upgrade() {
-            self.node.cancel_sync(&s);
+            // SAFETY: as in `disarm`.
+            unsafe { self.node.cancel_sync(&s) };
         }
     }
 }
