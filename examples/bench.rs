@@ -43,7 +43,8 @@ fn usage() -> ! {
         "usage: bench <yield|spawn|memory> [flags]\n  \
          yield  [-g goroutines=2] [-n yields_per_goroutine=10000000]\n  \
          spawn  [-n goroutines=1000000]\n  \
-         memory [-n parked_goroutines=100000]\n\
+         memory [-n parked_goroutines=100000]\n  \
+         chanpingpong [-n round_trips=1000000]\n\
          GOMAXPROCS (and GORT_*) from the environment configure the runtime."
     );
     std::process::exit(2)
@@ -247,6 +248,37 @@ fn cmd_memory(flags: &[(String, usize)]) {
     });
 }
 
+/// Go's `chanpingpong`: two unbuffered channels, an echo goroutine, 1,000 untimed warm-up
+/// round trips, then `n` timed ones.
+fn cmd_chanpingpong(flags: &[(String, usize)]) {
+    let n = flag(flags, "n", 1_000_000);
+    let d = gort::run(move || {
+        let (ping_tx, ping_rx) = gort::chan::bounded::<usize>(0);
+        let (pong_tx, pong_rx) = gort::chan::bounded::<usize>(0);
+        let echo = gort::go(move || {
+            for v in ping_rx {
+                if pong_tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        for i in 0..1000 {
+            ping_tx.send(i).unwrap();
+            pong_rx.recv().unwrap();
+        }
+        let t0 = Instant::now();
+        for i in 0..n {
+            ping_tx.send(i).unwrap();
+            pong_rx.recv().unwrap();
+        }
+        let d = t0.elapsed();
+        drop(ping_tx);
+        echo.join().unwrap();
+        d
+    });
+    emit("chanpingpong", ns_per(d, n), "ns/roundtrip");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else { usage() };
@@ -255,6 +287,7 @@ fn main() {
         "yield" => cmd_yield(&parse_flags(rest, &["n", "g"])),
         "spawn" => cmd_spawn(&parse_flags(rest, &["n"])),
         "memory" => cmd_memory(&parse_flags(rest, &["n"])),
+        "chanpingpong" => cmd_chanpingpong(&parse_flags(rest, &["n"])),
         _ => usage(),
     }
 }

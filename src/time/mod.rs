@@ -1118,3 +1118,7 @@ mod tests {
         assert!(instant_to_nanos(past) < nanotime());
     }
 }
+
+/// Go's `time.After` and `time.Tick`: channels that deliver the time once after `d`, or every
+/// period (defined with the channels, in `gort::chan`).
+pub use crate::chan::{after, tick};
