@@ -12,8 +12,10 @@
 //! Atomics: the counters below publish no data of their own; they are read after a `join`
 //! (which synchronises with the goroutine's exit), so `Relaxed` suffices.
 
+mod common;
+
 use std::panic::{self, AssertUnwindSafe};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -477,39 +479,8 @@ fn timer_outlives_runtime() {
 
 const CHILD_ENV: &str = "GORT_TIME_CHILD";
 
-fn self_command() -> Command {
-    let exe = std::env::current_exe().unwrap();
-    if let Ok(runner) = std::env::var("GORT_TEST_RUNNER") {
-        let mut words = runner.split_whitespace();
-        if let Some(program) = words.next() {
-            let mut command = Command::new(program);
-            command.args(words).arg(exe);
-            return command;
-        }
-    }
-    Command::new(exe)
-}
-
 fn run_child(role: &str) -> Output {
-    let mut command = self_command();
-    command
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = command.spawn().unwrap();
-    let pid = child.id();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || sender.send(child.wait_with_output()));
-    match receiver.recv_timeout(HANG_GUARD) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("child {role} did not finish within {HANG_GUARD:?}");
-        }
-    }
+    common::run_child_test(CHILD_ENV, role, &[], &[], HANG_GUARD)
 }
 
 fn child_ok(role: &str) -> String {
