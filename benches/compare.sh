@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # compare.sh: gort side by side with Go 1.27 and the Rust peers (may, tokio, OS threads)
-# on the yield, spawn and memory workloads; prints a table of medians and gort/peer ratios.
+# on the yield, chanpingpong, spawn and memory workloads; prints a table of medians and
+# gort/peer ratios.
 #
 #   bash benches/compare.sh             # 3 interleaved passes, about 3 minutes once built
 #   RUNS=1 bash benches/compare.sh      # one quick pass
@@ -28,6 +29,8 @@
 #   spawn   1M empty goroutines, wait for all; 1 and 2 Ps; a cold then a warm round (Go,
 #           gort); may and OS threads at 20k (may cannot hold more live coroutines under
 #           the default vm.max_map_count; threads would take minutes)   ns per goroutine
+#   chanpingpong  1M round trips over two unbuffered channels, 1 and 2 Ps (OS threads:
+#           200k, std mpsc)                              ns per round trip
 #   memory  100k goroutines parked (OS threads 10k; may as many as vm.max_map_count allows)
 #                                                        RSS bytes per goroutine
 set -u
@@ -117,6 +120,15 @@ one_pass() {
     run "$r" peer "$P/tokio_bench" ct yield 1
     run "$r" peer "$P/tokio_bench" mt yield 1
     run "$r" peer "$P/threads_bench" yield 1
+    # chanpingpong: 1M round trips over unbuffered channels (OS threads: their default 200k)
+    for procs in 1 2; do
+        run "$r" gort GOMAXPROCS=$procs "$GORT" chanpingpong -n 1000000
+        run "$r" go GOMAXPROCS=$procs "$GO_ANCHOR" chanpingpong -n 1000000
+        run "$r" peer "$P/may_bench" chanpingpong $procs
+        run "$r" peer "$P/tokio_bench" mt chanpingpong $procs
+        run "$r" peer "$P/threads_bench" chanpingpong $procs
+    done
+    run "$r" peer "$P/tokio_bench" ct chanpingpong 1
     # spawn: 1M (may and OS threads: $SMALL_N)
     for procs in 1 2; do
         run "$r" gort GOMAXPROCS=$procs "$GORT" spawn -n 1000000
@@ -152,8 +164,9 @@ median() {
             print m }'
 }
 
-ratio() { # gort/peer, 2 decimals, "-" when either is missing
-    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'
+ratio() { # gort/peer: 2 decimals (2 significant digits below 0.1), "-" when either is missing
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) { print "-"; exit }
+        r = a / b; if (r < 0.1) printf "%.2g\n", r; else printf "%.2f\n", r }'
 }
 
 min2() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-") print b; else if (b == "-" || a + 0 <= b + 0) print a; else print b }'; }
@@ -185,6 +198,8 @@ row() {
 }
 
 row "yield, 2 x 10M, 1 P" ns/switch yield@1 yield@1 yield@1 yield@1 yield@1 yield@1
+row "chan ping-pong, 1M round trips, 1 P" ns/roundtrip chanpingpong@1 chanpingpong@1 chanpingpong@1 chanpingpong@1 chanpingpong@1 chanpingpong@1
+row "chan ping-pong, 1M round trips, 2 P" ns/roundtrip chanpingpong@2 chanpingpong@2 chanpingpong@2 - chanpingpong@2 chanpingpong@2
 row "spawn 1M, 1 P (may, threads: *)" ns/goroutine spawn@1 spawn@1 spawn/$SMALL_N@1 spawn/1000000@1 spawn/1000000@1 spawn/$SMALL_N@1
 row "spawn 1M, 2 P (may, threads: *)" ns/goroutine spawn@2 spawn@2 spawn/$SMALL_N@2 - spawn/1000000@2 spawn/$SMALL_N@2
 row "spawn 1M warm round, 1 P" ns/goroutine spawn_warm@1 spawn_warm@1 - - - -
@@ -198,5 +213,6 @@ row "memory: 100k parked (may, threads: *)" bytes/parked memory_100k_rss_per_gor
 echo
 echo "* may and OS threads spawn $SMALL_N; OS threads park 10k; may parks as many of 100k as it can map:" \
     "$(grep -o 'tool=may key=memory@1 .*parked=[0-9]*' "$RAW" | sed 's/.*parked=//' | sort -u | tr '\n' ' ')"
-echo "  threads' yield is sched_yield(2). Go and gort memory run at GOMAXPROCS=2, the peers on 1 worker."
+echo "  threads' yield is sched_yield(2); their ping-pong uses std mpsc, 200k round trips."
+echo "  Go and gort memory run at GOMAXPROCS=2, the peers on 1 worker."
 echo "Raw results: $RAW; commands: $OUT/commands.txt; stderr: $OUT/stderr.txt"

@@ -1,5 +1,5 @@
 //! The gort side of the peer comparison: the Go anchor's `yield`, `spawn` and `memory`
-//! workloads, same shapes and sizes, same output lines.
+//! workloads (and `chanpingpong`), same shapes and sizes, same output lines.
 //!
 //! ```text
 //! cargo run --release --example bench -- <yield|spawn|memory> [flags]
@@ -8,6 +8,8 @@
 //!                                 VmHWM, then a warm round in the same process, then (not
 //!                                 in the anchor) VmRSS after 2 s idle
 //!   memory [-n 100000]            park n goroutines; VmRSS delta per goroutine
+//!   chanpingpong [-n 1000000]     round trips over two unbuffered channels (after 1,000
+//!                                 untimed ones); ns per round trip
 //! ```
 //!
 //! Every result is one line, exactly as `/work/shared/bench/go-anchor` prints it:
@@ -34,6 +36,8 @@
 //!   from the shared channel, then `exited.done()`; `started.wait()`; 100 ms of sleep;
 //!   `VmRSS` after; close the channel; `exited.wait()`. Go calls `runtime.GC()` first and
 //!   reports `StackInuse`; gort reports its mapped stacks instead.
+//! * `chanpingpong`: an echo goroutine forwards `ping` to `pong`; the root sends and receives
+//!   `n` times after 1,000 untimed round trips.
 
 use gort::sync::WaitGroup;
 use std::time::{Duration, Instant};

@@ -9,18 +9,19 @@
 //! child process — this binary re-run with `--exact child` and `GORT_TIME_CHILD=<role>` — so
 //! that the other tests running in this process do not count.
 //!
-//! Atomics: the counters below publish no data of their own; they are read after a `join`
-//! (which synchronises with the goroutine's exit), so `Relaxed` suffices.
+//! Atomics: the counters below publish no data of their own; they are read after a `join` or
+//! a `WaitGroup::wait` (which synchronise with the goroutines' exits), so `Relaxed` suffices.
 
 mod common;
 
 use std::panic::{self, AssertUnwindSafe};
 use std::process::Output;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use gort::Runtime;
+use gort::sync::WaitGroup;
 use gort::time::{Ticker, Timer};
 
 /// How long any one test may take before it counts as hung: far above what any test needs.
@@ -96,24 +97,42 @@ fn cpu_time() -> Duration {
 const SLEEPERS: u64 = 100_000;
 
 /// 100,000 goroutines each sleep a random 1–100 ms once: all wake, none early. Returns the
-/// sorted oversleeps and the process CPU time spent from the first spawn to the last join.
+/// sorted oversleeps, the wall time and the process CPU time from the first spawn to the
+/// last wake-up.
+///
+/// Shaped like Go's anchor workload (`go-anchor timers`): results go into a shared table and
+/// one `WaitGroup` wait ends the run. Joining 100,000 handles in order instead would measure
+/// the joiner too: without preemption, its run of joins on goroutines that already finished
+/// (no park) holds the only P for tens of milliseconds at procs = 1.
 fn many_sleepers(procs: usize) -> (Vec<Duration>, Duration, Duration) {
     let rt = runtime(procs);
     let cpu0 = cpu_time();
     let t0 = Instant::now();
-    let mut over = rt.block_on(|| {
-        let hs: Vec<_> = (0..SLEEPERS)
-            .map(|i| {
-                let d = Duration::from_millis(1 + rand(i) % 100);
-                gort::go(move || sleep_checked(d))
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap())
+    let over = rt.block_on(|| {
+        let table: Arc<Vec<AtomicU64>> =
+            Arc::new((0..SLEEPERS).map(|_| AtomicU64::new(0)).collect());
+        let wg = Arc::new(WaitGroup::new());
+        wg.add(SLEEPERS as i32);
+        for i in 0..SLEEPERS {
+            let (table, wg) = (table.clone(), wg.clone());
+            let d = Duration::from_millis(1 + rand(i) % 100);
+            gort::go(move || {
+                let over = sleep_checked(d);
+                // Relaxed: published by the WaitGroup (done -> wait).
+                table[i as usize].store(over.as_nanos() as u64, Ordering::Relaxed);
+                wg.done();
+            });
+        }
+        wg.wait();
+        table
+            .iter()
+            // Relaxed: see above.
+            .map(|o| Duration::from_nanos(o.load(Ordering::Relaxed)))
             .collect::<Vec<_>>()
     });
     let wall = t0.elapsed();
     let cpu = cpu_time() - cpu0;
+    let mut over = over;
     assert_eq!(over.len() as u64, SLEEPERS);
     let st = rt.stats();
     assert!(st.timers_run >= SLEEPERS, "{st}");

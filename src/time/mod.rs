@@ -1,7 +1,7 @@
 //! Time: per-P timer heaps run by the scheduler, `sleep`, [`Timer`] and [`Ticker`].
 //!
 //! # Model (Go's `runtime/time.go`, with gort's ownership rules)
-//! Every timer is a [`heap::TimerNode`]: a deadline, an optional period and a callback. Each P
+//! Every timer is a `heap::TimerNode`: a deadline, an optional period and a callback. Each P
 //! owns a 4-ary min-heap of nodes behind a per-P lock (`p.timers`). A node is armed on the
 //! heap of the P the arming thread holds — its own P, so the lock is uncontended in the
 //! common case — and from a thread that holds no P of the runtime (a plain thread), on the
@@ -66,18 +66,18 @@
 //!   running callback before the frame dies), whose window is a few instructions.
 //!
 //! # Clock
-//! Deadlines are `u64` nanoseconds of `CLOCK_MONOTONIC` ([`nanotime`]), the clock of
+//! Deadlines are `u64` nanoseconds of `CLOCK_MONOTONIC` (`nanotime`), the clock of
 //! `std::time::Instant` on Linux and of the futex's absolute timeouts. `Instant`s convert
 //! through one epoch pair taken at first use, `Instant` first: the conversion errs late by the
 //! few nanoseconds between the two reads, never early, so no sleeper wakes before its
 //! deadline.
 //!
 //! # Internal hooks (for channels, select and deadlines)
-//! * [`heap::TimerNode`] + `arm`/`disarm`/`cancel_sync` — the raw mechanism.
+//! * `heap::TimerNode` + `arm`/`disarm`/`cancel_sync` — the raw mechanism.
 //! * `Waiter::wait_deadline` (`sched/park.rs`) — a timed wait on any primitive.
-//! * [`CallbackTimer`] — an owned timer running a closure (`reset`/`stop`; `Drop` cancels):
+//! * `CallbackTimer` — an owned timer running a closure (`reset`/`stop`; `Drop` cancels):
 //!   the base for channel-based `Timer.C`/`Ticker.C`.
-//! * [`after_fn`] — fire-and-forget: run a closure once at a deadline (the base for
+//! * `after_fn` — fire-and-forget: run a closure once at a deadline (the base for
 //!   `after(d) -> Receiver`); the heap owns it until it fires.
 
 pub(crate) mod heap;
@@ -331,6 +331,13 @@ fn sched_arc(s: &Sched) -> Arc<Sched> {
 fn current_sched() -> Weak<Sched> {
     crate::runtime::with_current(|s| Arc::downgrade(&sched_arc(s)))
 }
+
+// ---------------------------------------------------------------------------------------------
+// The public API: sleep, Timer, Ticker here; the channel forms with the channels.
+
+/// Go's `time.After` and `time.Tick`: channels that deliver the time once after `d`, or every
+/// period (defined with the channels, in `gort::chan`).
+pub use crate::chan::{after, tick};
 
 // ---------------------------------------------------------------------------------------------
 // sleep.
@@ -1118,7 +1125,3 @@ mod tests {
         assert!(instant_to_nanos(past) < nanotime());
     }
 }
-
-/// Go's `time.After` and `time.Tick`: channels that deliver the time once after `d`, or every
-/// period (defined with the channels, in `gort::chan`).
-pub use crate::chan::{after, tick};
