@@ -10,9 +10,11 @@
 //! duplicate), in order per sender; every value a failed send gives back is the one it was
 //! given; every value left in a dropped channel is dropped exactly once.
 
-use std::panic::{self, AssertUnwindSafe};
+#[macro_use]
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gort::chan::{
@@ -31,21 +33,7 @@ const HANG_GUARD: Duration = Duration::from_secs(180);
 /// Runs `body` on a plain thread; fails the test if it panics or does not finish within
 /// [`HANG_GUARD`].
 fn guarded<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("test body".into())
-        .spawn(move || {
-            let _ = tx.send(panic::catch_unwind(AssertUnwindSafe(body)));
-        })
-        .unwrap();
-    match rx.recv_timeout(HANG_GUARD) {
-        Ok(Ok(v)) => {
-            thread.join().unwrap();
-            v
-        }
-        Ok(Err(payload)) => panic::resume_unwind(payload),
-        Err(_) => panic!("hung: the test did not finish within {HANG_GUARD:?}"),
-    }
+    common::run_guarded(HANG_GUARD, body)
 }
 
 /// A runtime of its own for one test.
@@ -80,27 +68,6 @@ impl Drop for Counted {
         // Relaxed: read after joins.
         self.1.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// Generates `mod $name { procs_1, procs_2, procs_8 }`, each test running `$name(procs)`
-/// under the hang guard.
-macro_rules! at_procs {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn procs_1() {
-                super::guarded(|| super::$name(1))
-            }
-            #[test]
-            fn procs_2() {
-                super::guarded(|| super::$name(2))
-            }
-            #[test]
-            fn procs_8() {
-                super::guarded(|| super::$name(8))
-            }
-        }
-    )*};
 }
 
 at_procs!(

@@ -17,6 +17,7 @@
 //! `join` (which synchronises with the goroutine's exit), or polled until they reach a value,
 //! so `Relaxed` suffices unless a comment says otherwise.
 
+#[macro_use]
 mod common;
 
 use std::any::Any;
@@ -25,7 +26,7 @@ use std::hint::black_box;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use gort::{Abandoned, Builder, JoinHandle, Runtime, Stats};
@@ -41,21 +42,7 @@ const HANG_GUARD: Duration = Duration::from_secs(120);
 /// not finish within [`HANG_GUARD`].
 fn guarded<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> T {
     quiet_expected_panics();
-    let (sender, receiver) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("test body".into())
-        .spawn(move || {
-            let _ = sender.send(panic::catch_unwind(AssertUnwindSafe(body)));
-        })
-        .unwrap();
-    match receiver.recv_timeout(HANG_GUARD) {
-        Ok(Ok(value)) => {
-            thread.join().unwrap();
-            value
-        }
-        Ok(Err(payload)) => panic::resume_unwind(payload),
-        Err(_) => panic!("hung: the test did not finish within {HANG_GUARD:?}"),
-    }
+    common::run_guarded(HANG_GUARD, body)
 }
 
 /// Marks the panics the tests provoke on purpose; the panic hook keeps them off stderr.
@@ -160,27 +147,6 @@ fn assert_abandoned<T: std::fmt::Debug>(what: &str, result: Result<T, Box<dyn An
             panic_message(&*payload)
         ),
     }
-}
-
-/// Generates `mod $name { procs_1, procs_2, procs_8 }`, each test running `$name(procs)`
-/// under the hang guard.
-macro_rules! at_procs {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn procs_1() {
-                super::guarded(|| super::$name(1))
-            }
-            #[test]
-            fn procs_2() {
-                super::guarded(|| super::$name(2))
-            }
-            #[test]
-            fn procs_8() {
-                super::guarded(|| super::$name(8))
-            }
-        }
-    )*};
 }
 
 at_procs!(

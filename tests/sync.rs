@@ -11,11 +11,14 @@
 //! `join` or `wait` (which synchronise with the goroutines), or polled, so `Relaxed`
 //! suffices unless a comment says otherwise.
 
+#[macro_use]
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use gort::Runtime;
@@ -31,21 +34,7 @@ const HANG_GUARD: Duration = Duration::from_secs(120);
 /// not finish within [`HANG_GUARD`].
 fn guarded<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> T {
     quiet_expected_panics();
-    let (sender, receiver) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("test body".into())
-        .spawn(move || {
-            let _ = sender.send(panic::catch_unwind(AssertUnwindSafe(body)));
-        })
-        .unwrap();
-    match receiver.recv_timeout(HANG_GUARD) {
-        Ok(Ok(value)) => {
-            thread.join().unwrap();
-            value
-        }
-        Ok(Err(payload)) => panic::resume_unwind(payload),
-        Err(_) => panic!("hung: the test did not finish within {HANG_GUARD:?}"),
-    }
+    common::run_guarded(HANG_GUARD, body)
 }
 
 /// Marks the panics the tests provoke on purpose; the panic hook keeps them off stderr.
@@ -110,27 +99,6 @@ fn count(counter: &AtomicUsize) -> usize {
 fn tid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() }
-}
-
-/// Generates `mod $name { procs_1, procs_2, procs_8 }`, each test running `$name(procs)`
-/// under the hang guard.
-macro_rules! at_procs {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn procs_1() {
-                super::guarded(|| super::$name(1))
-            }
-            #[test]
-            fn procs_2() {
-                super::guarded(|| super::$name(2))
-            }
-            #[test]
-            fn procs_8() {
-                super::guarded(|| super::$name(8))
-            }
-        }
-    )*};
 }
 
 at_procs!(

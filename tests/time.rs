@@ -12,12 +12,12 @@
 //! Atomics: the counters below publish no data of their own; they are read after a `join` or
 //! a `WaitGroup::wait` (which synchronise with the goroutines' exits), so `Relaxed` suffices.
 
+#[macro_use]
 mod common;
 
-use std::panic::{self, AssertUnwindSafe};
 use std::process::Output;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use gort::Runtime;
@@ -32,21 +32,7 @@ const PROCS: [usize; 3] = [1, 2, 8];
 /// Runs `body` on a plain thread; fails the test if it panics or does not finish within
 /// [`HANG_GUARD`].
 fn guarded<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> T {
-    let (sender, receiver) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("test body".into())
-        .spawn(move || {
-            let _ = sender.send(panic::catch_unwind(AssertUnwindSafe(body)));
-        })
-        .unwrap();
-    match receiver.recv_timeout(HANG_GUARD) {
-        Ok(Ok(value)) => {
-            thread.join().unwrap();
-            value
-        }
-        Ok(Err(payload)) => panic::resume_unwind(payload),
-        Err(_) => panic!("hung: the test did not finish within {HANG_GUARD:?}"),
-    }
+    common::run_guarded(HANG_GUARD, body)
 }
 
 fn runtime(procs: usize) -> Runtime {

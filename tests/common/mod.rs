@@ -1,11 +1,57 @@
 //! Child-process machinery shared by the integration tests: re-run the current test binary
 //! with a role in an environment variable, bounded by a timeout, under the same emulator when
 //! the suite runs under qemu-user.
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code, unused_macros)] // each test binary uses a different subset
 
+use std::panic::{self, AssertUnwindSafe};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// Runs `body` on a plain thread named "test body" and returns its result; resumes its panic,
+/// and fails the test if it does not finish within `timeout` (a hang guard, not a timing
+/// assertion).
+pub fn run_guarded<T: Send + 'static>(
+    timeout: Duration,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (sender, receiver) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("test body".into())
+        .spawn(move || {
+            let _ = sender.send(panic::catch_unwind(AssertUnwindSafe(body)));
+        })
+        .unwrap();
+    match receiver.recv_timeout(timeout) {
+        Ok(Ok(value)) => {
+            thread.join().unwrap();
+            value
+        }
+        Ok(Err(payload)) => panic::resume_unwind(payload),
+        Err(_) => panic!("hung: the test did not finish within {timeout:?}"),
+    }
+}
+
+/// Generates `mod $name { procs_1, procs_2, procs_8 }`, each test running `$name(procs)`
+/// through the suite's own `guarded` (its hang guard and panic hook).
+macro_rules! at_procs {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn procs_1() {
+                super::guarded(|| super::$name(1))
+            }
+            #[test]
+            fn procs_2() {
+                super::guarded(|| super::$name(2))
+            }
+            #[test]
+            fn procs_8() {
+                super::guarded(|| super::$name(8))
+            }
+        }
+    )*};
+}
 
 /// The command that re-runs this test binary: through `GORT_TEST_RUNNER` if set (split at
 /// whitespace, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`); through the emulator this
