@@ -19,11 +19,15 @@
 //! * **Nudge**: a sysmon backed off to 10 ms would retake a blocked syscall's P after up to
 //!   20 ms. So `entersyscall` on a P with work queued (its ring, or the global queue), while
 //!   sysmon sleeps longer than its base period, wakes it ([`syscall_entered`]): sysmon goes
-//!   back to 20 µs, sees the syscall on its first look and retakes it one tick later if it
-//!   still blocks — the ≤ 50 µs handoff. Coalesced: only the first nudger after sysmon went to
-//!   a long sleep pays a futex wake (a `getpid` loop with work queued pays one per ~1 ms of
-//!   sysmon back-off); without queued work, or with sysmon already at 20 µs, entersyscall pays
-//!   one Relaxed load.
+//!   looks at once, and retakes the P once the syscall has lasted one base period (20 µs),
+//!   counted from the nudge (the nudger stamps the time: one clock read, on the rare nudging
+//!   path only) — so a sysmon that takes 20 µs to wake up retakes at its first look. That is
+//!   the ≤ 50 µs handoff: the nudge's wake-up, then `startm`'s. Coalesced: a nudge does not
+//!   reset sysmon's back-off (only a retake does, as in Go), and after one nudge sysmon
+//!   ignores nudges for its next period, so a loop of short syscalls with work queued pays
+//!   one futex wake per sysmon period (≤ 10 ms) and keeps sysmon at its backed-off pace;
+//!   without queued work, or with sysmon at its base period, entersyscall pays one Relaxed
+//!   load.
 //!
 //! # What it checks, per P (`retake`, Go's `sysmontick` bookkeeping)
 //! sysmon keeps, per P, the `schedtick` it last saw and when it first saw it (so "this P has
@@ -96,6 +100,11 @@ pub(crate) struct Shared {
     pub(crate) handoffs: [AtomicU64; 4],
     /// sysmon rounds (statistics).
     pub(crate) rounds: AtomicU64,
+    /// The last nudge: `P id << 32 | syscalltick` and when (`time::nanotime`). Written by the
+    /// nudger before its wake-up (Release), read by sysmon after (Acquire): the syscall is
+    /// known to have begun by then, so sysmon's first look can already count from it.
+    nudge_key: AtomicU64,
+    nudge_at: AtomicU64,
     /// Foreign-blocking detection works here (`/proc/self/task/<tid>/schedstat` readable).
     pub(crate) foreign_detection: AtomicBool,
 }
@@ -110,6 +119,8 @@ impl Shared {
             thread: std::sync::Mutex::new(None),
             handoffs: Default::default(),
             rounds: AtomicU64::new(0),
+            nudge_key: AtomicU64::new(u64::MAX),
+            nudge_at: AtomicU64::new(0),
             foreign_detection: AtomicBool::new(true),
         }
     }
@@ -184,7 +195,17 @@ pub(crate) fn syscall_entered(s: &Sched, p: &P) {
     if s.sysmon.state.load(Ordering::Relaxed) == AWAKE {
         return;
     }
-    if !p.runq.is_empty() || s.runqsize.load(Ordering::Relaxed) > 0 {
+    if (!p.runq.is_empty() || s.runqsize.load(Ordering::Relaxed) > 0)
+        && s.sysmon.word.load(Ordering::Relaxed) == 0
+    {
+        // Relaxed (both): published by the Release swap in `wake`.
+        let tick = p.syscalltick.load(Ordering::Relaxed);
+        s.sysmon
+            .nudge_key
+            .store(u64::from(p.id) << 32 | u64::from(tick), Ordering::Relaxed);
+        s.sysmon
+            .nudge_at
+            .store(crate::time::nanotime(), Ordering::Relaxed);
         s.sysmon.wake();
     }
 }
@@ -249,11 +270,16 @@ impl ThreadWatch {
 /// sysmon's own state (its thread only).
 struct Sysmon {
     ps: Vec<PRecord>,
+    /// The earliest time a nudged syscall will have lasted a tick (or `u64::MAX`).
+    due: u64,
 }
 
 impl Sysmon {
     fn new() -> Sysmon {
-        Sysmon { ps: Vec::new() }
+        Sysmon {
+            ps: Vec::new(),
+            due: u64::MAX,
+        }
     }
 
     fn run(&mut self, s: &Sched) {
@@ -262,24 +288,42 @@ impl Sysmon {
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
         let mut idle = 0u32;
         let mut delay = BASE_DELAY_NS;
+        // Sleeps left during which nudges are off (one nudge per back-off period).
+        let mut quiet = 0u32;
         loop {
             if idle == 0 {
                 delay = BASE_DELAY_NS;
             } else if idle > IDLE_ROUNDS {
                 delay = (delay * 2).min(MAX_DELAY_NS);
             }
-            if !self.deep_sleep(s) {
-                let state = if delay > BASE_DELAY_NS { LONG } else { AWAKE };
-                // Relaxed: a hint for nudgers (see `syscall_entered`).
-                s.sysmon.state.store(state, Ordering::Relaxed);
-                futex_wait(&s.sysmon.word, 0, Some(Duration::from_nanos(delay)));
-                s.sysmon.state.store(AWAKE, Ordering::Relaxed);
-            }
-            // Acquire: pairs with the Release swap of the waker.
-            if s.sysmon.word.swap(0, Ordering::Acquire) != 0 {
-                // Nudged (or a P left idle): back to the base period at once.
+            if self.deep_sleep(s) {
+                // Go's rule after sysmon's deep sleep: start again at the base period.
                 idle = 0;
                 delay = BASE_DELAY_NS;
+                quiet = 0;
+                // Acquire: pairs with the Release swap of the waker.
+                s.sysmon.word.swap(0, Ordering::Acquire);
+            } else {
+                // A nudged syscall due before the period ends: look exactly then.
+                let mut sleep = delay;
+                if self.due != u64::MAX {
+                    sleep = sleep.min(self.due.saturating_sub(crate::time::nanotime()).max(1));
+                    self.due = u64::MAX;
+                }
+                let nudgeable = sleep > BASE_DELAY_NS && quiet == 0;
+                quiet = quiet.saturating_sub(1);
+                // Relaxed: a hint for nudgers (see `syscall_entered`).
+                let state = if nudgeable { LONG } else { AWAKE };
+                s.sysmon.state.store(state, Ordering::Relaxed);
+                futex_wait(&s.sysmon.word, 0, Some(Duration::from_nanos(sleep)));
+                s.sysmon.state.store(AWAKE, Ordering::Relaxed);
+                // Acquire: pairs with the Release swap of the waker.
+                if s.sysmon.word.swap(0, Ordering::Acquire) != 0 {
+                    // Nudged: look now (and at the nudged syscall's tick, `due`); no more
+                    // nudges until the period after next, so that a loop of short syscalls
+                    // with work queued wakes sysmon at most once per back-off period.
+                    quiet = 2;
+                }
             }
             // Acquire: pairs with the store in `stop`.
             if s.sysmon.stop.load(Ordering::Acquire) {
@@ -349,7 +393,7 @@ impl Sysmon {
                 }
             }
             match word_state(w) {
-                PStatus::Syscall if retake_syscall(s, p, rec, w, now) => taken += 1,
+                PStatus::Syscall if retake_syscall(s, p, rec, w, now, &mut self.due) => taken += 1,
                 PStatus::Running => {
                     let ran = now.saturating_sub(rec.schedwhen);
                     if ran >= quantum && self.foreign_check(s, i, w, now, quantum) {
@@ -426,14 +470,24 @@ impl Sysmon {
 }
 
 /// The P is in `Syscall` (word `w`): retake it if the syscall lasted a tick and Go's
-/// conditions hold (module docs).
-fn retake_syscall(s: &Sched, p: &P, rec: &mut PRecord, w: u64, now: u64) -> bool {
+/// conditions hold (module docs). A nudged syscall that has not lasted a tick yet lowers
+/// `due` to when it will have.
+fn retake_syscall(s: &Sched, p: &P, rec: &mut PRecord, w: u64, now: u64, due: &mut u64) -> bool {
     // Relaxed: the holder's counter; only compared across looks.
     let t = p.syscalltick.load(Ordering::Relaxed);
     if rec.syscalltick != t || rec.syscallwhen == 0 {
         rec.syscalltick = t;
         rec.syscallwhen = now;
-        return false;
+        // Relaxed (both): ordered by the Acquire swap of the nudge's wake-up word.
+        if s.sysmon.nudge_key.load(Ordering::Relaxed) != u64::from(p.id) << 32 | u64::from(t) {
+            return false;
+        }
+        // Nudged by this very syscall: it began no later than the nudge.
+        rec.syscallwhen = s.sysmon.nudge_at.load(Ordering::Relaxed).min(now);
+        if now - rec.syscallwhen < BASE_DELAY_NS {
+            *due = (*due).min(rec.syscallwhen + BASE_DELAY_NS);
+            return false;
+        }
     }
     let work = !p.runq.is_empty() || p.timers.next_when() <= now;
     // Relaxed: heuristics, as Go's.
