@@ -71,6 +71,7 @@ pub(crate) mod note;
 #[cfg(not(loom))]
 pub(crate) mod p;
 pub(crate) mod park;
+pub(crate) mod pword;
 #[cfg(not(loom))]
 pub(crate) mod schedule;
 pub(crate) mod spin;

@@ -28,37 +28,7 @@ use crate::sched::m::M;
 use crate::sched::runq::RunQueue;
 use std::cell::UnsafeCell;
 
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PStatus {
-    Idle = 0,
-    Running = 1,
-    Syscall = 2,
-    Dead = 3,
-    Retaking = 4,
-}
-
-/// Bits of the status word below the epoch.
-const STATE_BITS: u32 = 8;
-const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
-
-/// The state part of a status word.
-#[inline]
-pub(crate) fn word_state(w: u64) -> PStatus {
-    match w & STATE_MASK {
-        0 => PStatus::Idle,
-        1 => PStatus::Running,
-        2 => PStatus::Syscall,
-        3 => PStatus::Dead,
-        _ => PStatus::Retaking,
-    }
-}
-
-/// The word that follows `w` in state `to`: same P, next epoch.
-#[inline]
-pub(crate) fn next_word(w: u64, to: PStatus) -> u64 {
-    ((w >> STATE_BITS) + 1) << STATE_BITS | to as u64
-}
+pub(crate) use crate::sched::pword::{PStatus, next_word, word_state};
 
 /// A G free list owned by one P (Go's `p.gFree`): Gs with their stacks, ready for reuse.
 pub(crate) struct LocalFree {

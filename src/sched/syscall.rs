@@ -29,9 +29,10 @@
 //! syscall meanwhile) fails on the epoch: a P is never taken on the strength of a stale look.
 //! The winner holds the P exactly as an M holding a `Running` P, so every later step (`startm`,
 //! `pidleput`) is the ordinary protocol. The AcqRel CASes hand over the owner-only fields.
-//! `.ci/loom.sh` cannot run this file (it is `cfg(not(loom))`, as the rest of the scheduler);
-//! the race is exercised by `tests/syscall.rs` (`syscall_storm`: thousands of short and long
-//! syscalls at 1, 2 and 8 Ps with sysmon retaking, every run checking that all work finishes).
+//! `sched/pword.rs` holds the word functions and loom models of both races (this one, and the
+//! foreign-blocking one below: `.ci/loom.sh pword`); `tests/syscall.rs` stresses them in the
+//! real scheduler (`syscall_storm`: thousands of short and long syscalls at 1, 2 and 8 Ps with
+//! sysmon retaking, every run checking that all work finishes).
 //!
 //! # Foreign blocking, and the choke point
 //! A goroutine that blocks in the kernel *without* `gort::syscall` (std::fs, a std Mutex,
