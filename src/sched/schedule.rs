@@ -285,7 +285,12 @@ pub(crate) fn mcall(m: &M, action: Action) {
     let m = if syscall::owns(m, m.p.get()) {
         m
     } else {
-        syscall::regain_p(m)
+        // Getting a P back may move us to another M: `gopark`'s function goes along.
+        let (f, arg) = (m.park_fn.take(), m.park_arg.get());
+        let m = syscall::regain_p(m);
+        m.park_fn.set(f);
+        m.park_arg.set(arg);
+        m
     };
     let g = m.curg.get();
     // A locked M runs nothing else: always through g0 (`stoplockedm`).
