@@ -36,6 +36,8 @@ pub mod chan;
 pub mod local;
 #[cfg(not(loom))]
 mod runtime;
+#[cfg(not(loom))]
+pub(crate) mod preempt;
 pub(crate) mod sched;
 #[cfg(not(loom))]
 pub(crate) mod stack;
@@ -50,6 +52,7 @@ pub use api::*;
 
 #[cfg(not(loom))]
 mod api {
+    pub use crate::preempt::{PreemptStats, no_preempt};
     pub use crate::runtime::{Preempt, Runtime, RuntimeBuilder};
     pub use crate::sched::task::{Abandoned, JoinHandle};
     pub use crate::stats::Stats;

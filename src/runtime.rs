@@ -34,7 +34,8 @@ use std::time::Duration;
 
 /// How a goroutine that exceeded its time quantum is stopped (see DESIGN.md §6).
 ///
-/// Asynchronous preemption is not implemented yet: every mode currently behaves as `Off`
+/// `Migrate` is implemented (SIGURG, see `preempt/mod.rs`). `ThreadHandoff` needs the
+/// locked-thread machinery of the syscall/sysmon work and, until it lands, behaves as `Off`
 /// (goroutines switch only at scheduling points: yield, park, channel operations, exit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Preempt {
@@ -55,11 +56,7 @@ pub(crate) struct Config {
     pub(crate) stack_size: usize,
     pub(crate) pin: bool,
     pub(crate) max_threads: usize,
-    /// Validated and shown by `Debug` now; acted on by the preemption work (sysmon).
-    #[allow(dead_code)]
     pub(crate) preempt: Preempt,
-    /// As `preempt`.
-    #[allow(dead_code)]
     pub(crate) quantum: Duration,
 }
 
@@ -248,10 +245,9 @@ impl RuntimeBuilder {
     pub fn build(self) -> io::Result<Runtime> {
         let cfg = self.resolve()?;
         crate::stack::install_overflow_handler()?;
-        Ok(Runtime {
-            sched: Sched::start(&cfg),
-            cfg,
-        })
+        let sched = Sched::start(&cfg);
+        crate::preempt::start(&sched)?;
+        Ok(Runtime { sched, cfg })
     }
 }
 
@@ -293,6 +289,7 @@ impl Sched {
             m_wakeups: AtomicU64::new(0),
             retired_counters: PCounters::default(),
             timers: crate::time::SchedTimers::new(),
+            preempt: crate::preempt::PreemptState::new(cfg.preempt, cfg.quantum),
         });
         s.resize(cfg.procs);
         s
@@ -360,6 +357,7 @@ impl Sched {
         if self.shutting_down.swap(true, Ordering::SeqCst) {
             return;
         }
+        crate::preempt::stop(self);
         {
             let mut sy = self.lock();
             for m in sy.midle.drain(..) {

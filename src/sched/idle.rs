@@ -61,6 +61,7 @@ pub(crate) fn acquirep(m: &M, p: *mut P) {
     // Relaxed: diagnostics only.
     pr.m.store(m as *const M as *mut M, Ordering::Relaxed);
     m.p.set(p);
+    crate::preempt::p_busy(&m.sched);
     if m.sched.pin {
         m.pin(pr.cpu);
     }

@@ -10,7 +10,7 @@
 //! idle (on the idle-M list, asleep on `park`, no P) · exited (shutdown).
 
 use crate::arch::Context;
-use crate::loom::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
+use crate::loom::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 use crate::sched::Sched;
 use crate::sched::g::G;
 use crate::sched::note::Note;
@@ -68,6 +68,15 @@ pub(crate) struct M {
     pub(crate) pinned: Cell<i32>,
     /// xorshift state for victim selection.
     pub(crate) rand: Cell<u64>,
+    /// A preemption signal is in flight to this thread (`preempt::request` sets it, the
+    /// handler clears it: how the handler tells our SIGURGs from others').
+    pub(crate) preempt_pending: AtomicBool,
+    /// The cooperative half of a request (`preempt::cooperative_check`).
+    pub(crate) preempt_coop: AtomicBool,
+    /// When the quantum of the goroutine a request targets expired (ns), for the latency.
+    pub(crate) preempt_expiry: AtomicU64,
+    /// The handler found this thread outside the executable's code (foreign-blocking input).
+    pub(crate) foreign: AtomicBool,
 }
 
 // SAFETY: the `Cell`/`UnsafeCell` fields are touched only by the M's own thread (goroutines
@@ -142,6 +151,10 @@ impl M {
             tid: AtomicI32::new(0),
             pinned: Cell::new(-1),
             rand: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)),
+            preempt_pending: AtomicBool::new(false),
+            preempt_coop: AtomicBool::new(false),
+            preempt_expiry: AtomicU64::new(0),
+            foreign: AtomicBool::new(false),
         })
     }
 

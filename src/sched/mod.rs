@@ -154,6 +154,8 @@ mod imp {
         pub(crate) retired_counters: super::p::PCounters,
         /// The timer sleeper's registration (see `time/mod.rs`).
         pub(crate) timers: crate::time::SchedTimers,
+        /// Asynchronous preemption: mode, quantum, monitor, counters (`preempt/mod.rs`).
+        pub(crate) preempt: crate::preempt::PreemptState,
     }
 
     // SAFETY: raw pointers inside are owned by the structures that hold them and guarded by the

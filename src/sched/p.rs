@@ -68,8 +68,9 @@ pub(crate) struct P {
     pub(crate) m: AtomicPtr<M>,
     pub(crate) runq: RunQueue<G>,
     /// Scheduler ticks (Go's `schedtick`): incremented each time a G gets a new time slice.
-    /// Owner only.
-    pub(crate) schedtick: UnsafeCell<u32>,
+    /// Written by the owner only (Relaxed load + store: no RMW cost); read by the
+    /// preemption monitor (Go's `sysmontick`), which needs only eventual visibility.
+    pub(crate) schedtick: AtomicU32,
     /// Owner only.
     pub(crate) gfree: UnsafeCell<LocalFree>,
     pub(crate) counters: PCounters,
@@ -92,7 +93,7 @@ impl P {
             status: AtomicU32::new(PStatus::Idle as u32),
             m: AtomicPtr::new(std::ptr::null_mut()),
             runq: RunQueue::new(),
-            schedtick: UnsafeCell::new(0),
+            schedtick: AtomicU32::new(0),
             gfree: UnsafeCell::new(LocalFree {
                 list: crate::sched::g::GQueue::new(),
             }),
@@ -100,6 +101,15 @@ impl P {
             cpu,
             timers: crate::time::heap::Timers::new(),
         }
+    }
+
+    /// A new time slice began (owner only).
+    #[inline]
+    pub(crate) fn bump_schedtick(&self) {
+        // Relaxed load + store: single writer (the owner); the monitor's reads tolerate
+        // staleness (see the field).
+        let t = self.schedtick.load(Ordering::Relaxed);
+        self.schedtick.store(t.wrapping_add(1), Ordering::Relaxed);
     }
 
     pub(crate) fn status(&self) -> PStatus {

@@ -88,7 +88,7 @@ fn execute(m: &M, g: *mut G, mut inherit: bool) {
         // SAFETY: we hold `p`; `g` was dequeued by us, so we own it (see g.rs).
         unsafe {
             if !inherit {
-                *(*p).schedtick.get() += 1;
+                (*p).bump_schedtick();
             }
             (*g).set_status(Status::Running);
         }
@@ -197,7 +197,7 @@ fn next_local(m: &M) -> Option<(*mut G, bool)> {
         return None;
     }
     // SAFETY: owner-only field of the P we hold.
-    let tick = unsafe { *pr.schedtick.get() };
+    let tick = pr.schedtick.load(Ordering::Relaxed);
     if tick % GLOBAL_CHECK_TICKS == 0 && s.runqsize.load(Ordering::Relaxed) > 0 {
         return None;
     }
@@ -223,12 +223,16 @@ fn next_local(m: &M) -> Option<(*mut G, bool)> {
 #[inline(never)]
 pub(crate) fn mcall(m: &M, action: Action) {
     let g = m.curg.get();
+    // No asynchronous preemption from here until we are resumed (preempt/mod.rs: a G that
+    // is not running always has a non-zero count).
+    // SAFETY: `g` is the running goroutine.
+    unsafe { crate::preempt::g_nopreempt_inc(g) };
     let resumed_on = match next_local(m) {
         Some((next, inherit)) => {
             // SAFETY: we hold the P; `next` was dequeued by us, so it is ours.
             unsafe {
                 if !inherit {
-                    *(*m.p.get()).schedtick.get() += 1;
+                    (*m.p.get()).bump_schedtick();
                 }
                 (*next).set_status(Status::Running);
             }
@@ -250,6 +254,8 @@ pub(crate) fn mcall(m: &M, action: Action) {
     // stale). Nothing of the old `m` is used from here on.
     // SAFETY: every switch into a goroutine passes the resuming M.
     post_switch(unsafe { &*(resumed_on as *const M) });
+    // SAFETY: raised above; `g` is this goroutine wherever it resumed.
+    unsafe { crate::preempt::g_nopreempt_dec(g) };
 }
 
 /// Run right after a switch lands in a goroutine: if the previous goroutine switched here
@@ -271,6 +277,9 @@ pub(crate) unsafe extern "C" fn goroutine_entry(arg: usize) -> ! {
     // SAFETY: a goroutine always runs on an M.
     post_switch(unsafe { &*current_m() });
     let g = arg as *mut G;
+    // A fresh G starts with a no-preempt count of 1 (set at spawn): user code begins here.
+    // SAFETY: `g` is this goroutine.
+    unsafe { crate::preempt::g_nopreempt_dec(g) };
     // SAFETY: the G is Running on this M; its task field is ours.
     let task = unsafe { (*g).task.take() };
     if let Some(t) = task {
@@ -330,7 +339,7 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
 
         // 1. Fairness: the global queue every 61 ticks.
         // SAFETY: owner-only field of the P we hold.
-        let tick = unsafe { *pr.schedtick.get() };
+        let tick = pr.schedtick.load(Ordering::Relaxed);
         if tick % GLOBAL_CHECK_TICKS == 0 && s.runqsize.load(Ordering::Relaxed) > 0 {
             let g = {
                 let mut sy = s.lock();
@@ -603,6 +612,9 @@ pub(crate) fn spawn(
     stack_size: usize,
     name: Option<Box<str>>,
 ) -> std::io::Result<u64> {
+    // The local P's owner-only state is used below: a runtime section (preempt/mod.rs),
+    // closed before the back-pressure switch.
+    let section = crate::preempt::Section::enter();
     let m = current_m();
     let mut local: Option<&P> = None;
     if !m.is_null() {
@@ -629,6 +641,8 @@ pub(crate) fn spawn(
         gr.name = name;
         let top = gr.stack.as_ref().expect("G without a stack").top();
         arch::init(&mut gr.ctx, top, goroutine_entry, g as usize);
+        // Relaxed: published with the status below.
+        gr.nopreempt.store(1, Ordering::Relaxed);
         gr.set_status(Status::Runnable);
     }
     match local {
@@ -636,6 +650,7 @@ pub(crate) fn spawn(
             PCounters::bump(&p.counters.spawned);
             let overflowed = runqput(s, p, g, true);
             idle::wakep(s);
+            drop(section);
             if overflowed {
                 // Back-pressure: a goroutine spawning faster than anything runs has just
                 // filled its P's queue (256 waiting). Let the queue drain before spawning
