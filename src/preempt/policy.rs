@@ -5,12 +5,13 @@
 //! # The checks, in order (the first that fails is the refusal counted)
 //! 1. a user goroutine runs on this thread: the thread is an M and `curg` is set
 //!    ([`Refusal::NotGoroutine`]: g0 running the scheduler, a plain thread);
-//! 2. no runtime section is open on this thread ([`Refusal::Runtime`]: `LOCKS`, see
+//! 2. the pc lies in the executable's own text ([`Refusal::Foreign`]: libc, ld.so, the vdso,
+//!    any other shared object — code we cannot vouch for, and typically a blocking call; the
+//!    M is stamped `foreign` for sysmon whatever else holds);
+//! 3. no runtime section is open on this thread ([`Refusal::Runtime`]: `LOCKS`, see
 //!    `preempt/mod.rs`) and the goroutine's no-preempt count is zero ([`Refusal::NoPreempt`]:
-//!    `gort::no_preempt`, and the scheduler's own switch path, which holds it across `mcall`);
-//! 3. the pc lies in the executable's own text ([`Refusal::Foreign`]: libc, ld.so, the vdso,
-//!    any other shared object — code we cannot vouch for, and typically a blocking call) and
-//!    not in the trampoline itself ([`Refusal::Runtime`]);
+//!    `gort::no_preempt`, and the scheduler's own switch path, which holds it across `mcall`),
+//!    and the pc is not in the trampoline itself ([`Refusal::Runtime`]);
 //! 4. the thread is not unwinding a panic ([`Refusal::Panicking`]);
 //! 5. the interrupted sp lies in the goroutine's stack with room for the copied signal frame
 //!    and the yield below it ([`Refusal::Stack`]); the frame is one we know how to copy
@@ -151,15 +152,17 @@ pub(crate) fn check(pc: usize) -> Result<(&'static crate::sched::m::M, *mut crat
     if g.is_null() {
         return Err(Refusal::NotGoroutine);
     }
+    // Foreign first: a thread in libc (blocked in the kernel, typically) is stamped foreign
+    // whatever counts are raised, for sysmon's foreign-blocking handoff.
+    if !in_executable(pc) {
+        return Err(Refusal::Foreign);
+    }
     if super::locks() != 0 {
         return Err(Refusal::Runtime);
     }
     // SAFETY: `curg` runs on this thread (we interrupted it); its struct is alive.
     if unsafe { (*g).nopreempt.load(Ordering::Relaxed) } != 0 {
         return Err(Refusal::NoPreempt);
-    }
-    if !in_executable(pc) {
-        return Err(Refusal::Foreign);
     }
     if in_trampoline(pc) {
         return Err(Refusal::Runtime);
