@@ -34,9 +34,9 @@ use std::time::Duration;
 
 /// How a goroutine that exceeded its time quantum is stopped (see DESIGN.md §6).
 ///
-/// `Migrate` is implemented (SIGURG, see `preempt/mod.rs`). `ThreadHandoff` needs the
-/// locked-thread machinery of the syscall/sysmon work and, until it lands, behaves as `Off`
-/// (goroutines switch only at scheduling points: yield, park, channel operations, exit).
+/// Goroutines that run longer than the quantum are stopped by SIGURG at an async-safe point
+/// (see `preempt/mod.rs`); the mode says where they resume. With `Off`, goroutines switch
+/// only at scheduling points (yield, park, channel operations, exit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Preempt {
     /// The preempted goroutine keeps its OS thread until its next scheduling point; its P

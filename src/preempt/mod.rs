@@ -16,8 +16,7 @@
 //!   state exactly as they were; errno is restored by the yield.
 //! * **Resume modes** ([`crate::Preempt`]): `Migrate` (Go's: the goroutine goes to the
 //!   global queue, any M resumes it); `Off` (no monitor, no signals; cooperative only);
-//!   `ThreadHandoff` (DESIGN.md §6: the goroutine keeps its M, its P moves on) needs the
-//!   locked-thread machinery of the syscall/sysmon work and behaves as `Off` until it lands.
+//!   `ThreadHandoff` (DESIGN.md §6: the goroutine keeps its M, its P moves on; `handoff.rs`).
 //!
 //! # Runtime sections (what must never be interrupted)
 //! Two counts, both read by the handler on the interrupted thread itself:
@@ -45,6 +44,7 @@
 //! the true latency may exceed the recorded one by up to that period (quantum/10, at most
 //! 1 ms; see `monitor_period`).
 
+pub(crate) mod handoff;
 pub(crate) mod policy;
 pub(crate) mod signal;
 
@@ -258,6 +258,8 @@ pub(crate) struct PreemptState {
     pub(crate) signals: AtomicU64,
     pub(crate) accepted: AtomicU64,
     pub(crate) migrated: AtomicU64,
+    pub(crate) handed_off: AtomicU64,
+    pub(crate) in_place: AtomicU64,
     pub(crate) cooperative: AtomicU64,
     pub(crate) refused: [AtomicU64; REFUSALS],
     pub(crate) latency: Histogram,
@@ -273,6 +275,8 @@ impl PreemptState {
             signals: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             migrated: AtomicU64::new(0),
+            handed_off: AtomicU64::new(0),
+            in_place: AtomicU64::new(0),
             cooperative: AtomicU64::new(0),
             refused: [const { AtomicU64::new(0) }; REFUSALS],
             latency: Histogram::new(),
@@ -282,7 +286,7 @@ impl PreemptState {
 
     /// Whether asynchronous preemption is active in this runtime.
     pub(crate) fn active(&self) -> bool {
-        matches!(self.mode, Preempt::Migrate)
+        matches!(self.mode, Preempt::Migrate | Preempt::ThreadHandoff)
     }
 
     /// A snapshot for `Stats`.
@@ -297,7 +301,8 @@ impl PreemptState {
             signals: l(&self.signals),
             preemptions: l(&self.accepted),
             migrated: l(&self.migrated),
-            handed_off: 0,
+            handed_off: l(&self.handed_off),
+            in_place: l(&self.in_place),
             cooperative: l(&self.cooperative),
             refused,
             latency_count: l(&self.latency.count),
@@ -325,6 +330,8 @@ pub struct PreemptStats {
     pub migrated: u64,
     /// Preemptions that handed the P to another thread (`ThreadHandoff`).
     pub handed_off: u64,
+    /// Preemptions that found nothing else to run and resumed at once (`ThreadHandoff`).
+    pub in_place: u64,
     /// Cooperative yields at the end of a `no_preempt` section.
     pub cooperative: u64,
     /// Signals refused, by reason, in the order of [`PreemptStats::REFUSAL_REASONS`].
@@ -364,7 +371,7 @@ impl std::fmt::Display for PreemptStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "preempt {:?} quantum {:?}: requests {} signals {} preemptions {} (migrated {}, handed off {}) cooperative {}; refused",
+            "preempt {:?} quantum {:?}: requests {} signals {} preemptions {} (migrated {}, handed off {}, in place {}) cooperative {}; refused",
             self.mode,
             self.quantum,
             self.requests,
@@ -372,6 +379,7 @@ impl std::fmt::Display for PreemptStats {
             self.preemptions,
             self.migrated,
             self.handed_off,
+            self.in_place,
             self.cooperative
         )?;
         for (name, n) in Self::REFUSAL_REASONS.iter().zip(&self.refused) {
@@ -435,10 +443,14 @@ pub(crate) unsafe extern "C" fn gort_preempt_yield(pf: *mut signal::PreemptFrame
     }
     // Relaxed: the request is being served.
     m.preempt_coop.store(false, Ordering::Relaxed);
-    // Relaxed: statistics.
-    st.migrated.fetch_add(1, Ordering::Relaxed);
-    // To the back of the global queue (Go's `gopreempt_m`); any M resumes us.
-    crate::sched::schedule::mcall(m, Action::Backoff);
+    if st.mode == Preempt::ThreadHandoff {
+        handoff::park_locked(m, g);
+    } else {
+        // Relaxed: statistics.
+        st.migrated.fetch_add(1, Ordering::Relaxed);
+        // To the back of the global queue (Go's `gopreempt_m`); any M resumes us.
+        crate::sched::schedule::mcall(m, Action::Backoff);
+    }
     // SAFETY: raised above; `g` is ours wherever we resumed.
     unsafe { g_nopreempt_dec(g) };
     // SAFETY: our frame; we run on the thread that will rt_sigreturn.

@@ -18,7 +18,7 @@
 //! makes the plain (non-atomic) fields below safe to touch by the current owner only.
 
 use crate::arch::Context;
-use crate::loom::{AtomicU32, Ordering};
+use crate::loom::{AtomicPtr, AtomicU32, Ordering};
 use crate::sched::task::Task;
 use crate::stack::Stack;
 use std::ptr;
@@ -81,6 +81,9 @@ pub(crate) struct G {
     /// (and by whoever owns a G that is not running), read by the preemption handler on the
     /// thread running it. Non-zero whenever the G is not running user code.
     pub(crate) nopreempt: AtomicU32,
+    /// `ThreadHandoff`: the M this preempted G must resume on, while its token waits on the
+    /// global queue (`preempt/handoff.rs`); null otherwise.
+    pub(crate) handoff_m: AtomicPtr<crate::sched::m::M>,
 }
 
 // SAFETY: a G moves between threads only through queues/CASes that hand ownership over with
@@ -101,6 +104,7 @@ impl G {
             name: None,
             locals: crate::local::Locals::new(),
             nopreempt: AtomicU32::new(1),
+            handoff_m: AtomicPtr::new(ptr::null_mut()),
         })
     }
 

@@ -76,6 +76,9 @@ fn schedule(m: &M) {
         if m.spinning.get() {
             idle::reset_spinning(m);
         }
+        if crate::preempt::handoff::take_locked(m, g) {
+            continue; // its own M resumes it (ThreadHandoff); we gave it our P
+        }
         execute(m, g, inherit);
     }
 }
@@ -202,6 +205,11 @@ fn next_local(m: &M) -> Option<(*mut G, bool)> {
         return None;
     }
     let (g, inherit) = pr.runq.pop()?;
+    if crate::preempt::handoff::is_locked(g.as_ptr()) {
+        // Waiting for its own M: g0's `schedule` hands it over (preempt/handoff.rs).
+        runqput(s, pr, g.as_ptr(), true);
+        return None;
+    }
     PCounters::bump(if inherit {
         &pr.counters.runnext_hits
     } else {
