@@ -39,6 +39,8 @@ fn child() {
         "user_sigurg" => child_user_sigurg(),
         "foreign" => child_foreign(),
         "fairness" => child_fairness(),
+        "thread_locals" => child_thread_locals(),
+        "std_mutex" => child_std_mutex(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -90,6 +92,18 @@ fn child_loop(asm: bool) {
 #[test]
 fn loop_does_not_starve_main_migrate() {
     let out = child_ok("loop", &[("GORT_PREEMPT", "migrate")], 60);
+    println!("{out}");
+}
+
+#[test]
+fn loop_does_not_starve_main_handoff() {
+    let out = child_ok("loop", &[("GORT_PREEMPT", "handoff")], 60);
+    println!("{out}");
+}
+
+#[test]
+fn asm_loop_without_frame_does_not_starve_main_handoff() {
+    let out = child_ok("asm_loop", &[("GORT_PREEMPT", "handoff")], 60);
     println!("{out}");
 }
 
@@ -2016,6 +2030,30 @@ fn registers_survive_preemption_migrate_procs_1() {
 }
 
 #[test]
+fn registers_survive_preemption_handoff_procs_1() {
+    println!(
+        "{}",
+        child_ok(
+            "registers",
+            &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "100"), ("GOMAXPROCS", "1")],
+            120
+        )
+    );
+}
+
+#[test]
+fn registers_survive_preemption_handoff_procs_2() {
+    println!(
+        "{}",
+        child_ok(
+            "registers",
+            &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "100"), ("GOMAXPROCS", "2")],
+            120
+        )
+    );
+}
+
+#[test]
 fn registers_survive_preemption_migrate_procs_2() {
     println!(
         "{}",
@@ -2069,7 +2107,9 @@ extern "C" fn user_sigurg(_: libc::c_int) {
 }
 
 /// A handler installed before the runtime still receives the SIGURGs that are not gort's,
-/// while gort preempts a spinner on the same threads.
+/// while gort preempts a spinner. They are sent with `tgkill` to the main thread (not an M),
+/// one at a time: SIGURG is a standard signal, so one sent to an M while a preemption signal
+/// is pending there would merge with it (as in Go) — see `preempt/signal.rs`.
 fn child_user_sigurg() {
     // SAFETY: installs a plain handler that only bumps an atomic.
     unsafe {
@@ -2078,6 +2118,8 @@ fn child_user_sigurg() {
         sa.sa_flags = libc::SA_RESTART;
         assert_eq!(libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()), 0);
     }
+    // SAFETY: gettid has no preconditions.
+    let main_tid = unsafe { libc::gettid() };
     let rt = runtime(1);
     const SENT: u64 = 101;
     let stop = Arc::new(AtomicBool::new(false));
@@ -2089,24 +2131,16 @@ fn child_user_sigurg() {
             }
         });
         for i in 0..SENT {
-            // Alternately to the process and to this thread (an M), as SI_USER and SI_TKILL.
-            // SAFETY: signalling ourselves; the handler is installed.
-            unsafe {
-                if i % 2 == 0 {
-                    libc::kill(libc::getpid(), libc::SIGURG);
-                } else {
-                    libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), libc::SIGURG);
-                }
+            // SAFETY: signalling our own main thread; the handler is installed.
+            unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), main_tid, libc::SIGURG) };
+            let t0 = Instant::now();
+            while USER_SIGURGS.load(Ordering::SeqCst) <= i && t0.elapsed() < Duration::from_secs(5) {
+                gort::sleep(Duration::from_millis(1));
             }
-            gort::sleep(Duration::from_millis(1));
         }
         stop.store(true, Ordering::Relaxed);
         spinner.join().unwrap();
     });
-    let t0 = Instant::now();
-    while USER_SIGURGS.load(Ordering::SeqCst) < SENT && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
     let st = rt.stats().preempt;
     println!("user handler saw {} of {SENT}; {st}", USER_SIGURGS.load(Ordering::SeqCst));
     assert_eq!(USER_SIGURGS.load(Ordering::SeqCst), SENT);
@@ -2187,4 +2221,97 @@ fn child_fairness() {
 #[test]
 fn fairness_four_spinners_migrate() {
     println!("{}", child_ok("fairness", &[("GORT_PREEMPT", "migrate")], 60));
+}
+
+#[test]
+fn fairness_four_spinners_handoff() {
+    println!("{}", child_ok("fairness", &[("GORT_PREEMPT", "handoff")], 60));
+}
+
+// ---------------------------------------------------------------------------------------------
+// ThreadHandoff soundness.
+
+thread_local! {
+    /// This thread's counter, registered in `COUNTERS` on first use.
+    static TL_COUNTER: Arc<AtomicU64> = {
+        let c = Arc::new(AtomicU64::new(0));
+        COUNTERS.lock().unwrap().push(c.clone());
+        c
+    };
+}
+
+static COUNTERS: std::sync::Mutex<Vec<Arc<AtomicU64>>> = std::sync::Mutex::new(Vec::new());
+
+/// 4 goroutines at GOMAXPROCS = 1 increment their thread's counter non-atomically (load,
+/// then store) in hot loops while being preempted: under ThreadHandoff a goroutine always
+/// resumes on the thread whose counter it was updating, so the sum is exact.
+fn child_thread_locals() {
+    const PER: u64 = 20_000_001;
+    let rt = runtime(1);
+    rt.block_on(|| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                gort::go(|| {
+                    for _ in 0..PER {
+                        TL_COUNTER.with(|c| {
+                            let v = c.load(Ordering::Relaxed);
+                            c.store(std::hint::black_box(v) + 1, Ordering::Relaxed);
+                        });
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    let total: u64 = COUNTERS.lock().unwrap().iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    let st = rt.stats().preempt;
+    println!("total {total} of {}; {st}", 4 * PER);
+    assert!(st.handed_off + st.in_place > 0, "never preempted: {st}");
+    assert_eq!(total, 4 * PER, "{st}");
+}
+
+#[test]
+fn thread_locals_exact_under_handoff() {
+    println!(
+        "{}",
+        child_ok("thread_locals", &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "100")], 120)
+    );
+}
+
+/// A `std::sync::Mutex` (and stdout's lock, through `println!`) held across a preemption at
+/// GOMAXPROCS = 1 must not deadlock: the goroutine that runs next blocks its thread on the
+/// lock, and only sysmon's foreign-blocking handoff (issue 4) gives the P back to the holder.
+fn child_std_mutex() {
+    let rt = runtime(1);
+    let m = Arc::new(std::sync::Mutex::new(0u64));
+    rt.block_on(move || {
+        let hs: Vec<_> = (0..3)
+            .map(|i| {
+                let m = m.clone();
+                gort::go(move || {
+                    let t0 = Instant::now();
+                    while t0.elapsed() < Duration::from_millis(300) {
+                        let mut g = m.lock().unwrap();
+                        let until = Instant::now() + Duration::from_micros(500);
+                        while Instant::now() < until {
+                            *g += 1;
+                        }
+                        println!("goroutine {i} holds the lock at {}", *g);
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    println!("{}", rt.stats().preempt);
+}
+
+#[test]
+#[ignore = "needs sysmon's foreign-blocking handoff (branch issue4-syscall)"]
+fn std_mutex_and_println_across_preemption_handoff() {
+    child_ok("std_mutex", &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "100")], 60);
 }

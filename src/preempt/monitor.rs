@@ -2,7 +2,8 @@
 //! own thread per runtime until sysmon (branch issue4-syscall) takes over its loop body.
 //!
 //! # Protocol
-//! Every period (quantum/10, clamped to 20 µs..1 ms) it reads each running P's `schedtick`
+//! Every period (quantum/10, clamped to 20 µs..1 ms; sooner when a slice expires sooner) it
+//! reads each running P's `schedtick`
 //! (Relaxed: the owner bumps it once per scheduled goroutine; a stale value only delays a
 //! request by a period). A tick seen for the first time starts a slice at `now`; a slice
 //! older than the quantum gets [`super::request`] for the P's M, stamped with its expiry.
@@ -113,7 +114,7 @@ fn run(s: &Sched) {
         if c.stop.load(Ordering::Relaxed) {
             return;
         }
-        let busy = check(s, q, &mut seen);
+        let (busy, next_expiry) = check(s, q, &mut seen);
         if busy == 0 {
             // SeqCst: the monitor's half of the Dekker pair (module docs).
             c.sleeping.store(true, Ordering::SeqCst);
@@ -125,7 +126,11 @@ fn run(s: &Sched) {
             c.sleeping.store(false, Ordering::Relaxed);
             continue;
         }
-        futex_wait(&c.word, w, Some(period));
+        // Until the next check, or the earliest expiry if sooner: the request goes out on
+        // time, not up to a period late.
+        let now = crate::time::nanotime();
+        let wait = Duration::from_nanos(next_expiry.saturating_sub(now)).min(period);
+        futex_wait(&c.word, w, Some(wait.max(Duration::from_micros(5))));
     }
 }
 
@@ -137,8 +142,8 @@ fn count_running(s: &Sched) -> usize {
         .count()
 }
 
-/// One pass over the Ps; returns how many are running.
-fn check(s: &Sched, q: u64, seen: &mut Vec<Seen>) -> usize {
+/// One pass over the Ps; returns how many are running and the earliest slice expiry.
+fn check(s: &Sched, q: u64, seen: &mut Vec<Seen>) -> (usize, u64) {
     let n = (s.procs() as usize).min(s.nprocs_created.load(Ordering::Acquire) as usize);
     if seen.len() < n {
         seen.resize(
@@ -152,6 +157,7 @@ fn check(s: &Sched, q: u64, seen: &mut Vec<Seen>) -> usize {
     }
     let now = crate::time::nanotime();
     let mut busy = 0;
+    let mut next = u64::MAX;
     for (i, sn) in seen.iter_mut().enumerate().take(n) {
         // SAFETY: created Ps live as long as the runtime.
         let p = unsafe { &*s.p(i) };
@@ -171,12 +177,15 @@ fn check(s: &Sched, q: u64, seen: &mut Vec<Seen>) -> usize {
                 since: now,
                 valid: true,
             };
+            next = next.min(now + q);
             continue;
         }
         if now.saturating_sub(sn.since) >= q {
             // SAFETY: Ms live as long as the runtime.
             super::request(s, unsafe { &*m }, sn.since + q);
+        } else {
+            next = next.min(sn.since + q);
         }
     }
-    busy
+    (busy, next)
 }

@@ -35,6 +35,11 @@
 //! * qemu-user builds its own guest frames with the same layout, and its `rt_sigreturn`
 //!   parses the copy the same way.
 //!
+//! Limits: SIGURG is a standard signal, so the kernel merges a SIGURG sent to an M while our
+//! preemption signal is pending there with ours (one delivery); a `tgkill` SIGURG from this
+//! process to an M with a request pending is taken for ours. Both as in Go. A handler
+//! installed *after* the runtime replaces ours (preemption stops; chaining back is theirs).
+//!
 //! Everything reachable from the handler is async-signal-safe: atomics, const-initialised
 //! thread-locals, `memcpy` into memory we checked, `getpid`, `tgkill`-free.
 
