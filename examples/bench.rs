@@ -10,6 +10,14 @@
 //!   memory [-n 100000]            park n goroutines; VmRSS delta per goroutine
 //!   chanpingpong [-n 1000000]     round trips over two unbuffered channels (after 1,000
 //!                                 untimed ones); ns per round trip
+//!   preempt [-iters 200] [-mode both]  a goroutine spins in a loop with no scheduling point;
+//!                                 the root times `yield_now` and the oversleep of 1 ms
+//!                                 sleeps (µs p50/p99/max); then (not in the anchor) gort's
+//!                                 own histogram (quantum expiry -> off the CPU)
+//!   fairness [-g 4] [-d 2s]       g spinners for d; each one's share, min/max ratio
+//!   preemptcost [-d 1s]           (gort only) per mode: two spinners at a 100 µs quantum vs
+//!                                 one unpreempted: ns of CPU lost per preemption; and one
+//!                                 spinner at the default quantum vs off: throughput loss %
 //! ```
 //!
 //! Every result is one line, exactly as `/work/shared/bench/go-anchor` prints it:
@@ -292,6 +300,192 @@ fn main() {
         "spawn" => cmd_spawn(&parse_flags(rest, &["n"])),
         "memory" => cmd_memory(&parse_flags(rest, &["n"])),
         "chanpingpong" => cmd_chanpingpong(&parse_flags(rest, &["n"])),
+        "preempt" => cmd_preempt(rest),
+        "fairness" => cmd_fairness(rest),
+        "preemptcost" => cmd_preemptcost(rest),
         _ => usage(),
+    }
+}
+
+/// `-name value` string flags (for the workloads whose flags are not integers: `-mode both`,
+/// `-d 2s`).
+fn string_flag(args: &[String], name: &str, default: &str) -> String {
+    let mut i = 0;
+    let mut v = default.to_string();
+    while i < args.len() {
+        let a = args[i].trim_start_matches('-');
+        if let Some((n, val)) = a.split_once('=') {
+            if n == name {
+                v = val.to_string();
+            }
+        } else if a == name {
+            if let Some(val) = args.get(i + 1) {
+                v = val.clone();
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    v
+}
+
+/// Go-style duration: `2s`, `500ms`, `100us`.
+fn parse_duration(s: &str) -> Duration {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
+    let x: f64 = num.parse().unwrap_or_else(|_| usage());
+    match unit {
+        "s" | "" => Duration::from_secs_f64(x),
+        "ms" => Duration::from_secs_f64(x / 1e3),
+        "us" | "µs" => Duration::from_secs_f64(x / 1e6),
+        _ => usage(),
+    }
+}
+
+fn pct(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> f64 {
+    round(d.as_nanos() as f64 / 1e3, 1)
+}
+
+static SPIN_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A loop with no scheduling point in it (only preemption stops it).
+fn spin_until_stopped() -> u64 {
+    let mut n = 0u64;
+    while !SPIN_STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        n = std::hint::black_box(n + 1);
+    }
+    n
+}
+
+fn cmd_preempt(args: &[String]) {
+    let iters: usize = string_flag(args, "iters", "200").parse().unwrap_or_else(|_| usage());
+    let mode = string_flag(args, "mode", "both");
+    gort::run(move || {
+        gort::go(spin_until_stopped);
+        gort::yield_now(); // let the spinner start
+        let report = |name: &str, mut lat: Vec<Duration>| {
+            lat.sort();
+            emit(&format!("preempt_{name}_p50"), us(pct(&lat, 50)), "us");
+            emit(&format!("preempt_{name}_p99"), us(pct(&lat, 99)), "us");
+            emit(&format!("preempt_{name}_max"), us(*lat.last().unwrap()), "us");
+        };
+        if mode == "gosched" || mode == "both" {
+            let lat = (0..iters)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    gort::yield_now();
+                    t0.elapsed()
+                })
+                .collect();
+            report("gosched", lat);
+        }
+        if mode == "sleep" || mode == "both" {
+            let lat = (0..iters)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    gort::sleep(Duration::from_millis(1));
+                    t0.elapsed().saturating_sub(Duration::from_millis(1))
+                })
+                .collect();
+            report("sleep1ms_over", lat);
+        }
+        let st = gort::stats().preempt;
+        emit("preempt_expiry_to_offcpu_p50", us(st.latency_p50), "us");
+        emit("preempt_expiry_to_offcpu_p99", us(st.latency_p99), "us");
+        emit("preempt_expiry_to_offcpu_max", us(st.latency_max), "us");
+        eprintln!("{st}");
+        SPIN_STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
+fn cmd_fairness(args: &[String]) {
+    let g: usize = string_flag(args, "g", "4").parse().unwrap_or_else(|_| usage());
+    let d = parse_duration(&string_flag(args, "d", "2s"));
+    let counts = gort::run(move || {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let hs: Vec<_> = (0..g)
+            .map(|_| {
+                gort::go(|| {
+                    let mut c = 0u64;
+                    while !STOP.load(Ordering::Relaxed) {
+                        c += 1;
+                    }
+                    c
+                })
+            })
+            .collect();
+        gort::sleep(d);
+        STOP.store(true, Ordering::Relaxed);
+        hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<u64>>()
+    });
+    let total: u64 = counts.iter().sum();
+    for (j, c) in counts.iter().enumerate() {
+        emit(&format!("fairness_share_g{j}"), round(*c as f64 / total as f64, 4), "fraction");
+    }
+    let (mn, mx) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    emit("fairness_min_max_ratio", round(*mn as f64 / *mx as f64, 4), "ratio");
+    emit("fairness_total_iters", total as f64, "iters");
+    eprintln!("{}", gort::stats().preempt);
+}
+
+/// Iterations of `spinners` spinners on a fresh 1-P runtime in `mode` for `d`, and the
+/// preemptions it took.
+fn spin_rate(mode: gort::Preempt, quantum: Duration, spinners: usize, d: Duration) -> (f64, u64) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let rt = gort::Runtime::builder()
+        .procs(1)
+        .preempt(mode)
+        .preempt_quantum(quantum)
+        .build()
+        .unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let hs: Vec<_> = (0..spinners)
+        .map(|_| {
+            let stop = stop.clone();
+            rt.spawn(move || {
+                let mut c = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    c = std::hint::black_box(c + 1);
+                }
+                c
+            })
+        })
+        .collect();
+    std::thread::sleep(d);
+    stop.store(true, Ordering::Relaxed);
+    let total: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+    let pre = rt.stats().preempt.preemptions;
+    rt.shutdown();
+    (total as f64 / d.as_secs_f64(), pre)
+}
+
+fn cmd_preemptcost(args: &[String]) {
+    use gort::Preempt;
+    let d = parse_duration(&string_flag(args, "d", "1s"));
+    let q = Duration::from_micros(100);
+    for (name, mode) in [("handoff", Preempt::ThreadHandoff), ("migrate", Preempt::Migrate)] {
+        let mut costs = Vec::new();
+        for _ in 0..3 {
+            let (base, _) = spin_rate(Preempt::Off, q, 1, d);
+            let (rate, n) = spin_rate(mode, q, 2, d);
+            let lost = (1.0 - rate / base).max(0.0) * d.as_secs_f64() * 1e9;
+            costs.push(lost / n.max(1) as f64);
+        }
+        costs.sort_by(f64::total_cmp);
+        emit(&format!("preemptcost_{name}_q100us"), round(costs[1], 0), "ns/preemption");
+    }
+    for (name, mode) in [("handoff", Preempt::ThreadHandoff), ("migrate", Preempt::Migrate)] {
+        let mut losses = Vec::new();
+        for _ in 0..3 {
+            let (base, _) = spin_rate(Preempt::Off, Duration::from_millis(10), 1, d);
+            let (rate, _) = spin_rate(mode, Duration::from_millis(10), 1, d);
+            losses.push((1.0 - rate / base) * 100.0);
+        }
+        losses.sort_by(f64::total_cmp);
+        emit(&format!("preempt_throughput_loss_{name}_q10ms"), round(losses[1], 3), "percent");
     }
 }

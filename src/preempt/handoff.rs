@@ -90,6 +90,9 @@ pub(crate) fn park_locked(m: &M, g: *mut G) {
         crate::sched::fatal("a handed-off goroutine's thread was woken without a P");
     }
     acquirep(m, p);
+    // A new time slice: the monitor must see the tick change (execute would bump it).
+    // SAFETY: we hold `p` now.
+    unsafe { &*p }.bump_schedtick();
     // SAFETY: ours again (the dequeuer marked it Running and handed it to us).
     unsafe { (*g).set_status(Status::Running) };
 }
