@@ -423,7 +423,9 @@ fn spin_until_stopped() -> u64 {
 }
 
 fn cmd_preempt(args: &[String]) {
-    let iters: usize = string_flag(args, "iters", "200").parse().unwrap_or_else(|_| usage());
+    let iters: usize = string_flag(args, "iters", "200")
+        .parse()
+        .unwrap_or_else(|_| usage());
     let mode = string_flag(args, "mode", "both");
     gort::run(move || {
         gort::go(spin_until_stopped);
@@ -432,7 +434,11 @@ fn cmd_preempt(args: &[String]) {
             lat.sort();
             emit(&format!("preempt_{name}_p50"), us(pct(&lat, 50)), "us");
             emit(&format!("preempt_{name}_p99"), us(pct(&lat, 99)), "us");
-            emit(&format!("preempt_{name}_max"), us(*lat.last().unwrap()), "us");
+            emit(
+                &format!("preempt_{name}_max"),
+                us(*lat.last().unwrap()),
+                "us",
+            );
         };
         if mode == "gosched" || mode == "both" {
             let lat = (0..iters)
@@ -464,7 +470,9 @@ fn cmd_preempt(args: &[String]) {
 }
 
 fn cmd_fairness(args: &[String]) {
-    let g: usize = string_flag(args, "g", "4").parse().unwrap_or_else(|_| usage());
+    let g: usize = string_flag(args, "g", "4")
+        .parse()
+        .unwrap_or_else(|_| usage());
     let d = parse_duration(&string_flag(args, "d", "2s"));
     let counts = gort::run(move || {
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -482,14 +490,24 @@ fn cmd_fairness(args: &[String]) {
             .collect();
         gort::sleep(d);
         STOP.store(true, Ordering::Relaxed);
-        hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<u64>>()
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<u64>>()
     });
     let total: u64 = counts.iter().sum();
     for (j, c) in counts.iter().enumerate() {
-        emit(&format!("fairness_share_g{j}"), round(*c as f64 / total as f64, 4), "fraction");
+        emit(
+            &format!("fairness_share_g{j}"),
+            round(*c as f64 / total as f64, 4),
+            "fraction",
+        );
     }
     let (mn, mx) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-    emit("fairness_min_max_ratio", round(*mn as f64 / *mx as f64, 4), "ratio");
+    emit(
+        "fairness_min_max_ratio",
+        round(*mn as f64 / *mx as f64, 4),
+        "ratio",
+    );
     emit("fairness_total_iters", total as f64, "iters");
     eprintln!("{}", gort::stats().preempt);
 }
@@ -529,7 +547,10 @@ fn cmd_preemptcost(args: &[String]) {
     use gort::Preempt;
     let d = parse_duration(&string_flag(args, "d", "1s"));
     let q = Duration::from_micros(100);
-    for (name, mode) in [("handoff", Preempt::ThreadHandoff), ("migrate", Preempt::Migrate)] {
+    for (name, mode) in [
+        ("handoff", Preempt::ThreadHandoff),
+        ("migrate", Preempt::Migrate),
+    ] {
         let mut costs = Vec::new();
         for _ in 0..3 {
             let (base, _) = spin_rate(Preempt::Off, q, 1, d);
@@ -538,9 +559,16 @@ fn cmd_preemptcost(args: &[String]) {
             costs.push(lost / n.max(1) as f64);
         }
         costs.sort_by(f64::total_cmp);
-        emit(&format!("preemptcost_{name}_q100us"), round(costs[1], 0), "ns/preemption");
+        emit(
+            &format!("preemptcost_{name}_q100us"),
+            round(costs[1], 0),
+            "ns/preemption",
+        );
     }
-    for (name, mode) in [("handoff", Preempt::ThreadHandoff), ("migrate", Preempt::Migrate)] {
+    for (name, mode) in [
+        ("handoff", Preempt::ThreadHandoff),
+        ("migrate", Preempt::Migrate),
+    ] {
         let mut losses = Vec::new();
         for _ in 0..3 {
             let (base, _) = spin_rate(Preempt::Off, Duration::from_millis(10), 1, d);
@@ -548,6 +576,10 @@ fn cmd_preemptcost(args: &[String]) {
             losses.push((1.0 - rate / base) * 100.0);
         }
         losses.sort_by(f64::total_cmp);
-        emit(&format!("preempt_throughput_loss_{name}_q10ms"), round(losses[1], 3), "percent");
+        emit(
+            &format!("preempt_throughput_loss_{name}_q10ms"),
+            round(losses[1], 3),
+            "percent",
+        );
     }
 }

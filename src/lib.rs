@@ -35,9 +35,9 @@ pub mod chan;
 #[cfg(not(loom))]
 pub mod local;
 #[cfg(not(loom))]
-mod runtime;
-#[cfg(not(loom))]
 pub(crate) mod preempt;
+#[cfg(not(loom))]
+mod runtime;
 pub(crate) mod sched;
 #[cfg(not(loom))]
 pub(crate) mod stack;

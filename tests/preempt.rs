@@ -21,7 +21,11 @@ fn child_ok(role: &str, env: &[(&str, &str)], secs: u64) -> String {
         &["GOMAXPROCS", "GORT_PREEMPT", "GORT_QUANTUM_US"],
         Duration::from_secs(secs),
     );
-    assert!(out.status.success(), "child {role}: {}", common::describe(&out));
+    assert!(
+        out.status.success(),
+        "child {role}: {}",
+        common::describe(&out)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -127,10 +131,7 @@ fn loop_starves_main_when_off() {
     });
     match r {
         Err(e) => {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .unwrap_or_default();
+            let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
             assert!(msg.contains("did not finish"), "unexpected failure: {msg}");
         }
         Ok(out) => panic!(
@@ -156,8 +157,8 @@ mod regs {
     use super::SLOTS;
 
     pub fn fill(t: &mut [u64; SLOTS], seed: u64, stop: *const u64) {
-        for i in 0..14 {
-            t[i] = mix(seed, i as u64);
+        for (i, slot) in t.iter_mut().enumerate().take(14) {
+            *slot = mix(seed, i as u64);
         }
         let cf = seed & 1;
         t[14] = 0x2 | cf;
@@ -171,7 +172,8 @@ mod regs {
     }
 
     fn mix(seed: u64, i: u64) -> u64 {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut x =
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
         x ^= x >> 31;
         x.wrapping_mul(0x94D0_49BB_1331_11EB)
     }
@@ -1110,8 +1112,8 @@ mod regs {
     use super::SLOTS;
 
     pub fn fill(t: &mut [u64; SLOTS], seed: u64, stop: *const u64) {
-        for i in 0..31 {
-            t[i] = mix(seed, i as u64);
+        for (i, slot) in t.iter_mut().enumerate().take(31) {
+            *slot = mix(seed, i as u64);
         }
         t[31] = (seed & 0xF) << 28;
         t[33] = stop as u64;
@@ -1122,7 +1124,8 @@ mod regs {
     }
 
     fn mix(seed: u64, i: u64) -> u64 {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut x =
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
         x ^= x >> 31;
         x.wrapping_mul(0x94D0_49BB_1331_11EB)
     }
@@ -2001,13 +2004,18 @@ fn child_registers() {
             gort::sleep(Duration::from_millis(10));
         }
         st.store(1, Ordering::Relaxed);
-        hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
     });
     let stats = rt.stats().preempt;
     println!("{stats}");
     for (i, (fail, iters)) in results.iter().enumerate() {
         println!("worker {i}: {iters} checks, failure code {fail}");
-        assert_eq!(*fail, 0, "worker {i}: register check {fail} failed after {iters} checks");
+        assert_eq!(
+            *fail, 0,
+            "worker {i}: register check {fail} failed after {iters} checks"
+        );
         assert!(*iters > 0);
     }
     assert!(
@@ -2023,7 +2031,11 @@ fn registers_survive_preemption_migrate_procs_1() {
         "{}",
         child_ok(
             "registers",
-            &[("GORT_PREEMPT", "migrate"), ("GORT_QUANTUM_US", "100"), ("GOMAXPROCS", "1")],
+            &[
+                ("GORT_PREEMPT", "migrate"),
+                ("GORT_QUANTUM_US", "100"),
+                ("GOMAXPROCS", "1")
+            ],
             120
         )
     );
@@ -2035,7 +2047,11 @@ fn registers_survive_preemption_handoff_procs_1() {
         "{}",
         child_ok(
             "registers",
-            &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "100"), ("GOMAXPROCS", "1")],
+            &[
+                ("GORT_PREEMPT", "handoff"),
+                ("GORT_QUANTUM_US", "100"),
+                ("GOMAXPROCS", "1")
+            ],
             120
         )
     );
@@ -2047,7 +2063,11 @@ fn registers_survive_preemption_handoff_procs_2() {
         "{}",
         child_ok(
             "registers",
-            &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "100"), ("GOMAXPROCS", "2")],
+            &[
+                ("GORT_PREEMPT", "handoff"),
+                ("GORT_QUANTUM_US", "100"),
+                ("GOMAXPROCS", "2")
+            ],
             120
         )
     );
@@ -2059,7 +2079,11 @@ fn registers_survive_preemption_migrate_procs_2() {
         "{}",
         child_ok(
             "registers",
-            &[("GORT_PREEMPT", "migrate"), ("GORT_QUANTUM_US", "100"), ("GOMAXPROCS", "2")],
+            &[
+                ("GORT_PREEMPT", "migrate"),
+                ("GORT_QUANTUM_US", "100"),
+                ("GOMAXPROCS", "2")
+            ],
             120
         )
     );
@@ -2091,13 +2115,19 @@ fn child_no_preempt() {
     });
     let st = rt.stats().preempt;
     println!("section ended at {ended} ns, main woke at {woke} ns; {st}");
-    assert!(ended > 0 && woke >= ended, "main ran inside the no_preempt section");
+    assert!(
+        ended > 0 && woke >= ended,
+        "main ran inside the no_preempt section"
+    );
     assert!(st.refused_for("no_preempt") > 0, "{st}");
 }
 
 #[test]
 fn no_preempt_sections_are_never_preempted() {
-    println!("{}", child_ok("no_preempt", &[("GORT_PREEMPT", "migrate")], 60));
+    println!(
+        "{}",
+        child_ok("no_preempt", &[("GORT_PREEMPT", "migrate")], 60)
+    );
 }
 
 static USER_SIGURGS: AtomicU64 = AtomicU64::new(0);
@@ -2134,7 +2164,8 @@ fn child_user_sigurg() {
             // SAFETY: signalling our own main thread; the handler is installed.
             unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), main_tid, libc::SIGURG) };
             let t0 = Instant::now();
-            while USER_SIGURGS.load(Ordering::SeqCst) <= i && t0.elapsed() < Duration::from_secs(5) {
+            while USER_SIGURGS.load(Ordering::SeqCst) <= i && t0.elapsed() < Duration::from_secs(5)
+            {
                 gort::sleep(Duration::from_millis(1));
             }
         }
@@ -2142,14 +2173,20 @@ fn child_user_sigurg() {
         spinner.join().unwrap();
     });
     let st = rt.stats().preempt;
-    println!("user handler saw {} of {SENT}; {st}", USER_SIGURGS.load(Ordering::SeqCst));
+    println!(
+        "user handler saw {} of {SENT}; {st}",
+        USER_SIGURGS.load(Ordering::SeqCst)
+    );
     assert_eq!(USER_SIGURGS.load(Ordering::SeqCst), SENT);
     assert!(st.preemptions > 0, "{st}");
 }
 
 #[test]
 fn user_sigurg_handler_still_receives_its_signals() {
-    println!("{}", child_ok("user_sigurg", &[("GORT_PREEMPT", "migrate")], 60));
+    println!(
+        "{}",
+        child_ok("user_sigurg", &[("GORT_PREEMPT", "migrate")], 60)
+    );
 }
 
 /// A goroutine blocked in libc (`usleep`, outside the executable) for 300 ms at GOMAXPROCS
@@ -2179,7 +2216,11 @@ fn child_foreign() {
 fn never_preempted_in_libc() {
     println!(
         "{}",
-        child_ok("foreign", &[("GORT_PREEMPT", "migrate"), ("GORT_QUANTUM_US", "1000")], 60)
+        child_ok(
+            "foreign",
+            &[("GORT_PREEMPT", "migrate"), ("GORT_QUANTUM_US", "1000")],
+            60
+        )
     );
 }
 
@@ -2207,12 +2248,19 @@ fn child_fairness() {
         for h in hs {
             h.join().unwrap();
         }
-        counters.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>()
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect::<Vec<_>>()
     });
     let total: u64 = counts.iter().sum();
     let min = *counts.iter().min().unwrap() as f64;
     let max = *counts.iter().max().unwrap() as f64;
-    println!("iterations {counts:?}, min/max {:.3}; {}", min / max, rt.stats().preempt);
+    println!(
+        "iterations {counts:?}, min/max {:.3}; {}",
+        min / max,
+        rt.stats().preempt
+    );
     for c in &counts {
         assert!(*c as f64 >= 0.2 * total as f64, "{counts:?}");
     }
@@ -2220,12 +2268,18 @@ fn child_fairness() {
 
 #[test]
 fn fairness_four_spinners_migrate() {
-    println!("{}", child_ok("fairness", &[("GORT_PREEMPT", "migrate")], 60));
+    println!(
+        "{}",
+        child_ok("fairness", &[("GORT_PREEMPT", "migrate")], 60)
+    );
 }
 
 #[test]
 fn fairness_four_spinners_handoff() {
-    println!("{}", child_ok("fairness", &[("GORT_PREEMPT", "handoff")], 60));
+    println!(
+        "{}",
+        child_ok("fairness", &[("GORT_PREEMPT", "handoff")], 60)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2265,7 +2319,12 @@ fn child_thread_locals() {
             h.join().unwrap();
         }
     });
-    let total: u64 = COUNTERS.lock().unwrap().iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    let total: u64 = COUNTERS
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum();
     let st = rt.stats().preempt;
     println!("total {total} of {}; {st}", 4 * PER);
     assert!(st.handed_off + st.in_place > 0, "never preempted: {st}");
@@ -2276,7 +2335,11 @@ fn child_thread_locals() {
 fn thread_locals_exact_under_handoff() {
     println!(
         "{}",
-        child_ok("thread_locals", &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "100")], 120)
+        child_ok(
+            "thread_locals",
+            &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "100")],
+            120
+        )
     );
 }
 
@@ -2313,5 +2376,9 @@ fn child_std_mutex() {
 #[test]
 #[ignore = "needs sysmon's foreign-blocking handoff (branch issue4-syscall)"]
 fn std_mutex_and_println_across_preemption_handoff() {
-    child_ok("std_mutex", &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "100")], 60);
+    child_ok(
+        "std_mutex",
+        &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "100")],
+        60,
+    );
 }

@@ -47,7 +47,10 @@ pub(crate) fn park_locked(m: &M, g: *mut G) {
     // SAFETY: a running goroutine's M holds a P.
     let pr = unsafe { &*m.p.get() };
     // Relaxed: hints; a G queued concurrently is found by its own wake-up path.
-    if pr.runq.is_empty() && s.runqsize.load(Ordering::Relaxed) == 0 && !crate::time::due_within(s, 0) {
+    if pr.runq.is_empty()
+        && s.runqsize.load(Ordering::Relaxed) == 0
+        && !crate::time::due_within(s, 0)
+    {
         pr.bump_schedtick();
         // Relaxed: statistics.
         st.in_place.fetch_add(1, Ordering::Relaxed);
@@ -58,7 +61,8 @@ pub(crate) fn park_locked(m: &M, g: *mut G) {
     // SAFETY: the G is ours (it runs on this thread); Relaxed: published by the global
     // queue's lock to the dequeuer.
     unsafe {
-        (*g).handoff_m.store(m as *const M as *mut M, Ordering::Relaxed);
+        (*g).handoff_m
+            .store(m as *const M as *mut M, Ordering::Relaxed);
         (*g).set_status(Status::Runnable);
     }
     globrunqput(s, g);
@@ -78,7 +82,10 @@ pub(crate) fn park_locked(m: &M, g: *mut G) {
             };
             if let Some(p) = p {
                 // SAFETY: the G is ours again (its token is never dequeued after shutdown).
-                unsafe { (*g).handoff_m.store(std::ptr::null_mut(), Ordering::Relaxed) };
+                unsafe {
+                    (*g).handoff_m
+                        .store(std::ptr::null_mut(), Ordering::Relaxed)
+                };
                 m.nextp.store(p, Ordering::Relaxed);
                 break;
             }

@@ -79,7 +79,11 @@ pub(super) fn start(s: &Arc<Sched>) -> std::io::Result<()> {
             // SAFETY: the runtime outlives this thread (joined in `stop`, from shutdown).
             run(unsafe { &*ptr.0 })
         })?;
-    *s.preempt.monitor.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+    *s.preempt
+        .monitor
+        .thread
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(h);
     Ok(())
 }
 

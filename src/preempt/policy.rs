@@ -43,7 +43,10 @@ pub(crate) enum Refusal {
     Stack = 5,
     Frame = 6,
     /// The goroutine is inside `gort::syscall` (counted once the syscall work lands).
-    #[allow(dead_code, reason = "set once gort::syscall exists (branch issue4-syscall)")]
+    #[allow(
+        dead_code,
+        reason = "set once gort::syscall exists (branch issue4-syscall)"
+    )]
     Syscall = 7,
 }
 
@@ -67,7 +70,8 @@ const MAX_RANGES: usize = 8;
 
 /// The executable's text segments as `[start, end)` pairs, written once by [`snapshot`]
 /// before the handler is installed, read by the handler.
-static RANGES: [[AtomicUsize; 2]; MAX_RANGES] = [const { [AtomicUsize::new(0), AtomicUsize::new(0)] }; MAX_RANGES];
+static RANGES: [[AtomicUsize; 2]; MAX_RANGES] =
+    [const { [AtomicUsize::new(0), AtomicUsize::new(0)] }; MAX_RANGES];
 /// Number of valid entries of `RANGES` (Release-published after them).
 static NRANGES: AtomicUsize = AtomicUsize::new(0);
 
@@ -115,7 +119,12 @@ pub(crate) fn snapshot() {
     }
     let mut n = 0usize;
     // SAFETY: the callback only reads the headers it is given and writes `n`.
-    unsafe { libc::dl_iterate_phdr(Some(first_object), &mut n as *mut usize as *mut libc::c_void) };
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(first_object),
+            &mut n as *mut usize as *mut libc::c_void,
+        )
+    };
     // Release: publishes RANGES to the handler's Acquire load.
     NRANGES.store(n, Ordering::Release);
 }
@@ -135,12 +144,16 @@ pub(crate) fn in_executable(pc: usize) -> bool {
 /// Whether `pc` lies in the trampoline (a second signal before it raised any count).
 /// Async-signal-safe.
 pub(crate) fn in_trampoline(pc: usize) -> bool {
-    (gort_preempt_trampoline as *const () as usize..gort_preempt_trampoline_end as *const () as usize + 4).contains(&pc)
+    (gort_preempt_trampoline as *const () as usize
+        ..gort_preempt_trampoline_end as *const () as usize + 4)
+        .contains(&pc)
 }
 
 /// Checks 1-4 of the module docs for the thread the signal interrupted at `pc`, returning
 /// the running goroutine. Async-signal-safe.
-pub(crate) fn check(pc: usize) -> Result<(&'static crate::sched::m::M, *mut crate::sched::g::G), Refusal> {
+pub(crate) fn check(
+    pc: usize,
+) -> Result<(&'static crate::sched::m::M, *mut crate::sched::g::G), Refusal> {
     let m = crate::sched::m::current_m();
     if m.is_null() {
         return Err(Refusal::NotGoroutine);

@@ -65,13 +65,9 @@ pub(crate) struct PreemptFrame {
 }
 
 #[cfg(target_arch = "x86_64")]
-const _: () = assert!(
-    mem::offset_of!(PreemptFrame, resume_sp) == crate::arch::PF_RESUME_SP
-);
+const _: () = assert!(mem::offset_of!(PreemptFrame, resume_sp) == crate::arch::PF_RESUME_SP);
 #[cfg(target_arch = "aarch64")]
-const _: () = assert!(
-    mem::offset_of!(PreemptFrame, resume_sp) == crate::arch::PF_RESUME_SP
-);
+const _: () = assert!(mem::offset_of!(PreemptFrame, resume_sp) == crate::arch::PF_RESUME_SP);
 
 /// Stack the yield needs below the copied frame (mcall, the scheduler's queue operations).
 const YIELD_HEADROOM: usize = 16 * 1024;
@@ -97,7 +93,10 @@ pub(crate) fn install() -> io::Result<()> {
     policy::snapshot();
     // SAFETY: getpid has no preconditions.
     // Relaxed: published by the sigaction below (the handler cannot run before it).
-    PID.store(unsafe { libc::getpid() }, std::sync::atomic::Ordering::Relaxed);
+    PID.store(
+        unsafe { libc::getpid() },
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let mut old = MaybeUninit::<libc::sigaction>::zeroed();
     // SAFETY: with a null new action, sigaction only writes the current one.
     if unsafe { libc::sigaction(libc::SIGURG, ptr::null(), old.as_mut_ptr()) } != 0 {
@@ -125,7 +124,10 @@ pub(crate) fn install() -> io::Result<()> {
 
 fn err(what: &str) -> io::Error {
     let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("gort: cannot {what} the SIGURG preemption handler: {e}"))
+    io::Error::new(
+        e.kind(),
+        format!("gort: cannot {what} the SIGURG preemption handler: {e}"),
+    )
 }
 
 /// The SIGURG handler. Async-signal-safe.
@@ -156,7 +158,10 @@ unsafe extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: 
 fn claim_pending() -> bool {
     let m = crate::sched::m::current_m();
     // SAFETY: a non-null current M is this thread's own.
-    !m.is_null() && unsafe { &*m }.preempt_pending.swap(false, Ordering::Acquire)
+    !m.is_null()
+        && unsafe { &*m }
+            .preempt_pending
+            .swap(false, Ordering::Acquire)
     // Acquire: pairs with the requester's Release swap (its expiry stamp is visible).
 }
 
@@ -181,8 +186,12 @@ unsafe fn preempt(info: *mut libc::siginfo_t, uc: *mut libc::ucontext_t, errno: 
         // SAFETY: kernel arguments; [bottom, sp) is this goroutine's own stack.
         unsafe { redirect(info, uc, sp, bottom, errno, expired_at) }
     });
-    // SAFETY: non-null (policy checked it) or we only count on the global fallback.
-    let st = if m.is_null() { None } else { Some(&unsafe { &*m }.sched.preempt) };
+    let st = if m.is_null() {
+        None
+    } else {
+        // SAFETY: a non-null current M is this thread's own, alive while the thread runs.
+        Some(&unsafe { &*m }.sched.preempt)
+    };
     if let Some(st) = st {
         match result {
             Ok(()) => st.accepted.fetch_add(1, Ordering::Relaxed),
@@ -206,7 +215,10 @@ unsafe fn pc_sp(uc: *mut libc::ucontext_t) -> (usize, usize) {
     let mc = unsafe { &(*uc).uc_mcontext };
     #[cfg(target_arch = "x86_64")]
     {
-        (mc.gregs[libc::REG_RIP as usize] as usize, mc.gregs[libc::REG_RSP as usize] as usize)
+        (
+            mc.gregs[libc::REG_RIP as usize] as usize,
+            mc.gregs[libc::REG_RSP as usize] as usize,
+        )
     }
     #[cfg(target_arch = "aarch64")]
     {
