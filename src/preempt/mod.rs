@@ -101,20 +101,95 @@ pub(crate) fn section_close() {
     locks_dec();
 }
 
-/// Out of line: the thread pointer must be read afresh (see `current_m`).
-#[inline(never)]
+/// The thread pointer, read afresh by an opaque instruction every time (not `pure`: LLVM may
+/// not reuse a value read before a goroutine switch, which can move us to another thread).
+#[inline(always)]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: reads the thread pointer register; no memory access, no side effect.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, preserves_flags));
+    }
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nostack, preserves_flags));
+    }
+    tp
+}
+
+/// `&LOCKS - thread pointer`, the same in every thread when `LOCKS` lives in the main
+/// executable's static TLS block; 0 until [`init_fast_locks`] proved that.
+static LOCKS_OFFSET: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+/// Enable the inline section counting: only when gort's code (hence `LOCKS`) is part of the
+/// main executable, whose TLS block sits at one fixed offset from every thread's thread
+/// pointer (the local-exec model's premise). A gort inside a shared object keeps the
+/// out-of-line path. Called after `policy::snapshot`.
+pub(crate) fn init_fast_locks() {
+    if !policy::in_executable(locks_inc_slow as *const () as usize) {
+        return;
+    }
+    let addr = LOCKS.with(|c| c as *const Cell<u32> as isize);
+    // Relaxed: any thread that misses it uses the out-of-line path, which is equivalent.
+    LOCKS_OFFSET.store(
+        addr - thread_pointer() as isize,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// This thread's `LOCKS`, without an out-of-line call when the offset is known.
+#[inline(always)]
 fn locks_inc() {
-    LOCKS.with(|c| c.set(c.get() + 1));
+    // Relaxed: a constant once set.
+    let off = LOCKS_OFFSET.load(std::sync::atomic::Ordering::Relaxed);
+    if off == 0 {
+        return locks_inc_slow();
+    }
+    let c = (thread_pointer() as isize + off) as *const Cell<u32>;
+    // SAFETY: `init_fast_locks` proved `LOCKS` is at this offset in every thread's static TLS.
+    let c = unsafe { &*c };
+    c.set(c.get() + 1);
     // The count is raised before anything of the section runs (the handler runs on this
     // thread: only compiler reordering matters).
     compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
-#[inline(never)]
+#[inline(always)]
 fn locks_dec() {
     compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    // Relaxed: as in `locks_inc`.
+    let off = LOCKS_OFFSET.load(std::sync::atomic::Ordering::Relaxed);
+    if off == 0 {
+        return locks_dec_slow();
+    }
+    let c = (thread_pointer() as isize + off) as *const Cell<u32>;
+    // SAFETY: as in `locks_inc`.
+    let c = unsafe { &*c };
+    match c.get() {
+        0 => section_underflow(),
+        n => c.set(n - 1),
+    }
+}
+
+#[cold]
+fn section_underflow() -> ! {
+    fatal("a runtime section ended on a thread where it was not open")
+}
+
+/// Out of line: the thread pointer must be read afresh (see `current_m`).
+#[inline(never)]
+fn locks_inc_slow() {
+    LOCKS.with(|c| c.set(c.get() + 1));
+    compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+#[inline(never)]
+fn locks_dec_slow() {
+    compiler_fence(std::sync::atomic::Ordering::SeqCst);
     LOCKS.with(|c| match c.get() {
-        0 => fatal("a runtime section ended on a thread where it was not open"),
+        0 => section_underflow(),
         n => c.set(n - 1),
     });
 }
@@ -459,6 +534,8 @@ pub(crate) unsafe extern "C" fn gort_preempt_yield(pf: *mut signal::PreemptFrame
 
 /// Start the monitor for a new runtime (when preemption is active) and install the handler.
 pub(crate) fn start(s: &std::sync::Arc<Sched>) -> std::io::Result<()> {
+    policy::snapshot();
+    init_fast_locks();
     if !s.preempt.active() {
         return Ok(());
     }
