@@ -15,9 +15,11 @@
 //!                                 sleeps (µs p50/p99/max); then (not in the anchor) gort's
 //!                                 own histogram (quantum expiry -> off the CPU)
 //!   fairness [-g 4] [-d 2s]       g spinners for d; each one's share, min/max ratio
-//!   preemptcost [-d 1s]           (gort only) per mode: two spinners at a 100 µs quantum vs
-//!                                 one unpreempted: ns of CPU lost per preemption; and one
-//!                                 spinner at the default quantum vs off: throughput loss %
+//!   preemptcost [-d 1s]           (gort only) one spinner alone at a 100 µs quantum, per mode,
+//!                                 reading the clock each iteration: the median gap is the
+//!                                 cost of one preemption off the loop (alone, it resumes the
+//!                                 same goroutine: signal, handler, yield, rt_sigreturn); the
+//!                                 loss at the default quantum follows (cost / 10 ms)
 //! ```
 //!
 //! Every result is one line, exactly as `/work/shared/bench/go-anchor` prints it:
@@ -512,35 +514,65 @@ fn cmd_fairness(args: &[String]) {
     eprintln!("{}", gort::stats().preempt);
 }
 
-/// Iterations of `spinners` spinners on a fresh 1-P runtime in `mode` for `d`, and the
-/// preemptions it took.
-fn spin_rate(mode: gort::Preempt, quantum: Duration, spinners: usize, d: Duration) -> (f64, u64) {
-    use std::sync::atomic::{AtomicBool, Ordering};
+/// A free-running counter read without a system call (x86_64 TSC, aarch64 CNTVCT_EL0).
+#[inline(always)]
+fn cycles() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rdtsc has no preconditions.
+    unsafe {
+        std::arch::x86_64::_rdtsc()
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let v: u64;
+        // SAFETY: reads the virtual counter, readable from EL0 on Linux.
+        unsafe { std::arch::asm!("mrs {}, cntvct_el0", out(reg) v, options(nostack, nomem)) };
+        v
+    }
+}
+
+/// One spinner alone on a fresh 1-P runtime in `mode` for `d`, reading the clock every
+/// iteration: every stretch of more than 2 µs between two reads is time spent off the loop
+/// (a preemption, or an interrupt). Returns the sorted gaps (ns) and the preemptions.
+fn spin_gaps(mode: gort::Preempt, quantum: Duration, d: Duration) -> (Vec<u64>, u64) {
     let rt = gort::Runtime::builder()
         .procs(1)
         .preempt(mode)
         .preempt_quantum(quantum)
         .build()
         .unwrap();
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let hs: Vec<_> = (0..spinners)
-        .map(|_| {
-            let stop = stop.clone();
-            rt.spawn(move || {
-                let mut c = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    c = std::hint::black_box(c + 1);
+    let mut gaps = rt.block_on(move || {
+        // The cycle counter, not `Instant` (whose vdso call is foreign code, where the
+        // handler refuses: refused signals would be mixed in with the preemptions).
+        let mut gaps = Vec::with_capacity(1 << 20);
+        let (w0, c0) = (Instant::now(), cycles());
+        let mut last = c0;
+        let mut n = 0u64;
+        let mut ticks_per_us = 1_000u64; // refined below, before any gap counts
+        loop {
+            let now = cycles();
+            let gap = now.wrapping_sub(last);
+            if gap > 2 * ticks_per_us && gaps.len() < gaps.capacity() {
+                gaps.push(gap);
+            }
+            last = now;
+            n += 1;
+            if n % (1 << 20) == 0 {
+                let us = w0.elapsed().as_micros() as u64;
+                ticks_per_us = (now - c0) / us.max(1);
+                if us >= d.as_micros() as u64 {
+                    break;
                 }
-                c
-            })
-        })
-        .collect();
-    std::thread::sleep(d);
-    stop.store(true, Ordering::Relaxed);
-    let total: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+            }
+        }
+        gaps.iter()
+            .map(|g| g * 1_000 / ticks_per_us.max(1))
+            .collect::<Vec<u64>>()
+    });
+    gaps.sort_unstable();
     let pre = rt.stats().preempt.preemptions;
     rt.shutdown();
-    (total as f64 / d.as_secs_f64(), pre)
+    (gaps, pre)
 }
 
 fn cmd_preemptcost(args: &[String]) {
@@ -551,34 +583,35 @@ fn cmd_preemptcost(args: &[String]) {
         ("handoff", Preempt::ThreadHandoff),
         ("migrate", Preempt::Migrate),
     ] {
-        let mut costs = Vec::new();
-        for _ in 0..3 {
-            let (base, _) = spin_rate(Preempt::Off, q, 1, d);
-            let (rate, n) = spin_rate(mode, q, 2, d);
-            let lost = (1.0 - rate / base).max(0.0) * d.as_secs_f64() * 1e9;
-            costs.push(lost / n.max(1) as f64);
-        }
-        costs.sort_by(f64::total_cmp);
+        let (gaps, n) = spin_gaps(mode, q, d);
+        let (base, _) = spin_gaps(Preempt::Off, q, d);
+        // The loop's gaps minus the ones it has without preemption (timer interrupts, other
+        // processes): the median of the excess gaps is one preemption, off the loop.
+        let cost = if gaps.len() > base.len() {
+            gaps[gaps.len() / 2]
+        } else {
+            0
+        };
         emit(
-            &format!("preemptcost_{name}_q100us"),
-            round(costs[1], 0),
+            &format!("preemptcost_{name}_alone"),
+            cost as f64,
             "ns/preemption",
         );
-    }
-    for (name, mode) in [
-        ("handoff", Preempt::ThreadHandoff),
-        ("migrate", Preempt::Migrate),
-    ] {
-        let mut losses = Vec::new();
-        for _ in 0..3 {
-            let (base, _) = spin_rate(Preempt::Off, Duration::from_millis(10), 1, d);
-            let (rate, _) = spin_rate(mode, Duration::from_millis(10), 1, d);
-            losses.push((1.0 - rate / base) * 100.0);
-        }
-        losses.sort_by(f64::total_cmp);
         emit(
-            &format!("preempt_throughput_loss_{name}_q10ms"),
-            round(losses[1], 3),
+            &format!("preempt_gaps_{name}_q100us"),
+            gaps.len() as f64,
+            "gaps",
+        );
+        emit(
+            &format!("preempt_count_{name}_q100us"),
+            n as f64,
+            "preemptions",
+        );
+        emit("preempt_gaps_off", base.len() as f64, "gaps");
+        // At the default quantum a lone loop is preempted every 10 ms: loss = cost / 10 ms.
+        emit(
+            &format!("preempt_loss_{name}_q10ms_derived"),
+            round(cost as f64 / 10e6 * 100.0, 4),
             "percent",
         );
     }

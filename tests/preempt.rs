@@ -2125,7 +2125,10 @@ fn child_no_preempt() {
     });
     let st = rt.stats().preempt;
     println!("main woke {wakes_inside} times inside the section; {st}");
-    assert_eq!(wakes_inside, 0, "main ran inside the no_preempt section: {st}");
+    assert_eq!(
+        wakes_inside, 0,
+        "main ran inside the no_preempt section: {st}"
+    );
     assert!(st.refused_for("no_preempt") > 0, "{st}");
 }
 
