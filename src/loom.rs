@@ -61,6 +61,26 @@ mod section_mutex {
             }
         }
 
+        /// Lock if free; the section is open only while the guard lives.
+        #[inline]
+        pub(crate) fn try_lock(&self) -> std::sync::TryLockResult<MutexGuard<'_, T>> {
+            use std::sync::TryLockError;
+            let section = crate::preempt::Section::enter();
+            match self.0.try_lock() {
+                Ok(guard) => Ok(MutexGuard {
+                    guard,
+                    _section: section,
+                }),
+                Err(TryLockError::Poisoned(e)) => {
+                    Err(TryLockError::Poisoned(PoisonError::new(MutexGuard {
+                        guard: e.into_inner(),
+                        _section: section,
+                    })))
+                }
+                Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
+            }
+        }
+
         pub(crate) fn get_mut(&mut self) -> LockResult<&mut T> {
             self.0.get_mut()
         }

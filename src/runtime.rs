@@ -273,6 +273,7 @@ impl Sched {
                 midle: Vec::new(),
                 mcount: 0,
                 allm: Vec::new(),
+                mlocked: Vec::new(),
             }),
             gfree: Mutex::new(GlobalFree {
                 warm: crate::sched::g::GQueue::new(),
@@ -290,6 +291,9 @@ impl Sched {
             retired_counters: PCounters::default(),
             timers: crate::time::SchedTimers::new(),
             preempt: crate::preempt::PreemptState::new(cfg.preempt, cfg.quantum),
+            mlocked: AtomicU64::new(0),
+            quantum_ns: cfg.quantum.as_nanos().min(u64::MAX as u128) as u64,
+            sysmon: crate::sched::sysmon::Shared::new(),
         });
         s.resize(cfg.procs);
         s
@@ -358,9 +362,11 @@ impl Sched {
             return;
         }
         crate::preempt::stop(self);
+        crate::sched::sysmon::stop(self);
         {
             let mut sy = self.lock();
-            for m in sy.midle.drain(..) {
+            let locked: Vec<*mut crate::sched::m::M> = sy.mlocked.drain(..).collect();
+            for m in locked.into_iter().chain(sy.midle.drain(..)) {
                 // SAFETY: idle Ms are alive and asleep (or about to sleep) on their notes.
                 let mr = unsafe { &*m };
                 mr.nextp.store(std::ptr::null_mut(), Ordering::Relaxed);

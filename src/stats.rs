@@ -52,6 +52,28 @@ pub struct Stats {
     pub local_queued: usize,
     /// Goroutines waiting in the global run queue at snapshot time.
     pub global_queued: usize,
+    /// `gort::syscall` calls by goroutines.
+    pub syscalls: u64,
+    /// Ps sysmon took from a goroutine blocked in `gort::syscall` with work waiting on the P
+    /// (its run queue or due timers).
+    pub handoffs_syscall_work: u64,
+    /// Ps taken from a syscall because no other thread was spinning or idle.
+    pub handoffs_syscall_idle: u64,
+    /// Ps taken from a syscall that lasted 10 ms.
+    pub handoffs_syscall_long: u64,
+    /// Ps taken from a goroutine that blocked in the kernel (or ran foreign code) without
+    /// `gort::syscall`.
+    pub handoffs_foreign: u64,
+    /// Whether foreign blocking is detected here (needs `/proc/self/task/<tid>/schedstat`).
+    pub foreign_detection: bool,
+    /// OS threads (Ms) alive now.
+    pub threads_live: usize,
+    /// Ms idle (asleep on the idle list) at snapshot time.
+    pub threads_idle: usize,
+    /// Ms with a goroutine locked to them (`lock_os_thread`) at snapshot time.
+    pub threads_locked: usize,
+    /// sysmon rounds so far.
+    pub sysmon_rounds: u64,
     /// How stack guard pages are made: `"madvise"` (`MADV_GUARD_INSTALL`, Linux ≥ 6.13, no
     /// extra mapping per stack) or `"mprotect"` (two mappings per stack, bounded by
     /// `vm.max_map_count`).
@@ -88,6 +110,16 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         local_queued: schedule::local_queued(s),
         global_queued: s.runqsize.load(Ordering::Relaxed) as usize,
         preempt: s.preempt.stats(),
+        syscalls: t[10],
+        handoffs_syscall_work: s.sysmon.handoffs[0].load(Ordering::Relaxed),
+        handoffs_syscall_idle: s.sysmon.handoffs[1].load(Ordering::Relaxed),
+        handoffs_syscall_long: s.sysmon.handoffs[2].load(Ordering::Relaxed),
+        handoffs_foreign: s.sysmon.handoffs[3].load(Ordering::Relaxed),
+        foreign_detection: s.sysmon.foreign_detection.load(Ordering::Relaxed),
+        threads_live: *s.mlive.lock().unwrap_or_else(|e| e.into_inner()),
+        threads_idle: s.lock().midle.len(),
+        threads_locked: s.mlocked.load(Ordering::Relaxed) as usize,
+        sysmon_rounds: s.sysmon.rounds.load(Ordering::Relaxed),
         stack_guard: match crate::stack::guard_mode() {
             crate::stack::GuardMode::MadviseGuard => "madvise",
             crate::stack::GuardMode::Mprotect => "mprotect",
@@ -116,6 +148,8 @@ impl fmt::Display for Stats {
             f,
             "yields={} parks={}  queued: local={} global={}  idle_procs={} spinning={}\n\
              timers: run={} pending={}\n\
+             syscalls={} handoffs: syscall work={} idle={} long={} foreign={}{}\n\
+             threads: live={} idle={} locked={}  sysmon rounds={}\n\
              stacks: {} mapped, {} MiB reserved, guards by {}",
             self.yields,
             self.parks,
@@ -125,6 +159,20 @@ impl fmt::Display for Stats {
             self.spinning,
             self.timers_run,
             self.timers_pending,
+            self.syscalls,
+            self.handoffs_syscall_work,
+            self.handoffs_syscall_idle,
+            self.handoffs_syscall_long,
+            self.handoffs_foreign,
+            if self.foreign_detection {
+                ""
+            } else {
+                " (foreign detection unavailable)"
+            },
+            self.threads_live,
+            self.threads_idle,
+            self.threads_locked,
+            self.sysmon_rounds,
             self.stacks_mapped,
             self.stack_reserved_bytes >> 20,
             self.stack_guard

@@ -2355,7 +2355,7 @@ fn thread_locals_exact_under_handoff() {
 
 /// A `std::sync::Mutex` (and stdout's lock, through `println!`) held across a preemption at
 /// GOMAXPROCS = 1 must not deadlock: the goroutine that runs next blocks its thread on the
-/// lock, and only sysmon's foreign-blocking handoff (issue 4) gives the P back to the holder.
+/// lock, and sysmon's foreign-blocking handoff gives the P back so the holder can finish.
 fn child_std_mutex() {
     let rt = runtime(1);
     let m = Arc::new(std::sync::Mutex::new(0u64));
@@ -2384,7 +2384,6 @@ fn child_std_mutex() {
 }
 
 #[test]
-#[ignore = "needs sysmon's foreign-blocking handoff (branch issue4-syscall)"]
 fn std_mutex_and_println_across_preemption_handoff() {
     child_ok(
         "std_mutex",

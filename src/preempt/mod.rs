@@ -16,7 +16,8 @@
 //!   state exactly as they were; errno is restored by the yield.
 //! * **Resume modes** ([`crate::Preempt`]): `Migrate` (Go's: the goroutine goes to the
 //!   global queue, any M resumes it); `Off` (no monitor, no signals; cooperative only);
-//!   `ThreadHandoff` (DESIGN.md §6: the goroutine keeps its M, its P moves on; `handoff.rs`).
+//!   `ThreadHandoff` (DESIGN.md §6: the goroutine keeps its M, its P moves on; `handoff.rs`,
+//!   on the locked-thread machinery of `sched/syscall.rs`).
 //!
 //! # Runtime sections (what must never be interrupted)
 //! Two counts, both read by the handler on the interrupted thread itself:
@@ -424,8 +425,9 @@ pub struct PreemptStats {
 impl PreemptStats {
     /// Names of the refusal reasons: `not_goroutine` (the thread ran the scheduler or was
     /// no goroutine's), `runtime` (a runtime section was open), `no_preempt`, `foreign` (pc
-    /// outside the executable: libc, vdso, other shared objects), `panicking`, `stack` (no
-    /// room for the copied frame), `frame` (a signal frame we cannot copy), `syscall`.
+    /// outside the executable: libc, other shared objects), `panicking`, `stack` (no room for
+    /// the copied frame), `frame` (a signal frame we cannot copy), `syscall` (inside
+    /// `gort::syscall`), `vdso` (pc in the vdso: refused, but not a blocking call).
     pub const REFUSAL_REASONS: [&'static str; REFUSALS] = REFUSAL_NAMES;
 
     /// Refusals for the reason named `name` (0 for an unknown name).
@@ -519,7 +521,7 @@ pub(crate) unsafe extern "C" fn gort_preempt_yield(pf: *mut signal::PreemptFrame
     // Relaxed: the request is being served.
     m.preempt_coop.store(false, Ordering::Relaxed);
     if st.mode == Preempt::ThreadHandoff {
-        handoff::park_locked(m, g);
+        handoff::yield_keeping_thread(m);
     } else {
         // Relaxed: statistics.
         st.migrated.fetch_add(1, Ordering::Relaxed);

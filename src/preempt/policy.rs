@@ -5,9 +5,10 @@
 //! # The checks, in order (the first that fails is the refusal counted)
 //! 1. a user goroutine runs on this thread: the thread is an M and `curg` is set
 //!    ([`Refusal::NotGoroutine`]: g0 running the scheduler, a plain thread);
-//! 2. the pc lies in the executable's own text ([`Refusal::Foreign`]: libc, ld.so, the vdso,
-//!    any other shared object — code we cannot vouch for, and typically a blocking call; the
-//!    M is stamped `foreign` for sysmon whatever else holds);
+//! 2. the pc lies in the executable's own text ([`Refusal::Foreign`]: libc, ld.so, any other
+//!    shared object — code we cannot vouch for, and typically a blocking call; the M is
+//!    stamped `foreign_since` for sysmon whatever else holds; [`Refusal::Vdso`]: the vdso,
+//!    refused but not stamped, as it never blocks);
 //! 3. no runtime section is open on this thread ([`Refusal::Runtime`]: `LOCKS`, see
 //!    `preempt/mod.rs`) and the goroutine's no-preempt count is zero ([`Refusal::NoPreempt`]:
 //!    `gort::no_preempt`, and the scheduler's own switch path, which holds it across `mcall`),
@@ -42,16 +43,15 @@ pub(crate) enum Refusal {
     Panicking = 4,
     Stack = 5,
     Frame = 6,
-    /// The goroutine is inside `gort::syscall` (counted once the syscall work lands).
-    #[allow(
-        dead_code,
-        reason = "set once gort::syscall exists (branch issue4-syscall)"
-    )]
+    /// The goroutine is inside `gort::syscall` (its M holds no P).
     Syscall = 7,
+    /// The pc is in the vdso (`clock_gettime`...): not ours, but not blocking either, so
+    /// the M is not stamped foreign.
+    Vdso = 8,
 }
 
 /// Number of [`Refusal`] reasons.
-pub(crate) const REFUSALS: usize = 8;
+pub(crate) const REFUSALS: usize = 9;
 
 /// Names of the reasons, in `Refusal` order (for `Stats`).
 pub(crate) const REFUSAL_NAMES: [&str; REFUSALS] = [
@@ -63,6 +63,7 @@ pub(crate) const REFUSAL_NAMES: [&str; REFUSALS] = [
     "stack",
     "frame",
     "syscall",
+    "vdso",
 ];
 
 /// At most this many executable segments are remembered (a program has one or two).
@@ -74,6 +75,8 @@ static RANGES: [[AtomicUsize; 2]; MAX_RANGES] =
     [const { [AtomicUsize::new(0), AtomicUsize::new(0)] }; MAX_RANGES];
 /// Number of valid entries of `RANGES` (Release-published after them).
 static NRANGES: AtomicUsize = AtomicUsize::new(0);
+/// The vdso's executable segment `[start, end)` (0, 0 if none), written by [`snapshot`].
+static VDSO: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
 unsafe extern "C" {
     /// The preemption trampoline (`asm/<arch>/preempt.S`); its start and end bound the
@@ -125,6 +128,43 @@ pub(crate) fn snapshot() {
             &mut n as *mut usize as *mut libc::c_void,
         )
     };
+    // The vdso: its ELF header is at AT_SYSINFO_EHDR; find its object by that base.
+    unsafe extern "C" fn vdso_object(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: as in `first_object`; `data` is the vdso base.
+        unsafe {
+            let info = &*info;
+            let base = data as usize;
+            let seg = |i: usize| &*info.dlpi_phdr.add(i);
+            let n = info.dlpi_phnum as usize;
+            let loaded_at_base = (0..n).any(|i| {
+                seg(i).p_type == libc::PT_LOAD
+                    && info.dlpi_addr as usize + seg(i).p_vaddr as usize == base
+            });
+            if !loaded_at_base {
+                return 0;
+            }
+            for i in 0..n {
+                let ph = seg(i);
+                if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
+                    let start = info.dlpi_addr as usize + ph.p_vaddr as usize;
+                    // Relaxed: published by the Release store of NRANGES below.
+                    VDSO[0].store(start, Ordering::Relaxed);
+                    VDSO[1].store(start + ph.p_memsz as usize, Ordering::Relaxed);
+                }
+            }
+        }
+        1
+    }
+    // SAFETY: getauxval has no preconditions.
+    let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } as usize;
+    if vdso != 0 {
+        // SAFETY: the callback only reads the headers it is given.
+        unsafe { libc::dl_iterate_phdr(Some(vdso_object), vdso as *mut libc::c_void) };
+    }
     // Release: publishes RANGES to the handler's Acquire load.
     NRANGES.store(n, Ordering::Release);
 }
@@ -168,7 +208,15 @@ pub(crate) fn check(
     // Foreign first: a thread in libc (blocked in the kernel, typically) is stamped foreign
     // whatever counts are raised, for sysmon's foreign-blocking handoff.
     if !in_executable(pc) {
+        // Relaxed: published with NRANGES (read by `in_executable` with Acquire).
+        if (VDSO[0].load(Ordering::Relaxed)..VDSO[1].load(Ordering::Relaxed)).contains(&pc) {
+            return Err(Refusal::Vdso);
+        }
         return Err(Refusal::Foreign);
+    }
+    if mr.p.get().is_null() {
+        // Inside `gort::syscall` (its P is frozen in Syscall) or between Ps.
+        return Err(Refusal::Syscall);
     }
     if super::locks() != 0 {
         return Err(Refusal::Runtime);

@@ -193,15 +193,22 @@ unsafe fn preempt(info: *mut libc::siginfo_t, uc: *mut libc::ucontext_t, errno: 
         Some(&unsafe { &*m }.sched.preempt)
     };
     if let Some(st) = st {
+        // SAFETY: non-null (`st` is Some): this thread's own M.
+        let mr = unsafe { &*m };
+        // sysmon's foreign-blocking input (`sched/sysmon.rs`): stamped when first seen
+        // outside the executable, cleared when seen back in it. Relaxed: sysmon re-checks
+        // the stamp before it acts.
+        if result == Err(Refusal::Foreign) {
+            if mr.foreign_since.load(Ordering::Relaxed) == 0 {
+                mr.foreign_since
+                    .store(crate::time::nanotime().max(1), Ordering::Relaxed);
+            }
+        } else {
+            mr.foreign_since.store(0, Ordering::Relaxed);
+        }
         match result {
             Ok(()) => st.accepted.fetch_add(1, Ordering::Relaxed),
-            Err(r) => {
-                if r == Refusal::Foreign {
-                    // SAFETY: this thread's own M.
-                    unsafe { &*m }.foreign.store(true, Ordering::Relaxed);
-                }
-                st.refused[r as usize].fetch_add(1, Ordering::Relaxed)
-            }
+            Err(r) => st.refused[r as usize].fetch_add(1, Ordering::Relaxed),
         };
     }
 }

@@ -18,7 +18,7 @@
 //! makes the plain (non-atomic) fields below safe to touch by the current owner only.
 
 use crate::arch::Context;
-use crate::loom::{AtomicPtr, AtomicU32, Ordering};
+use crate::loom::{AtomicU32, Ordering};
 use crate::sched::task::Task;
 use crate::stack::Stack;
 use std::ptr;
@@ -81,9 +81,10 @@ pub(crate) struct G {
     /// (and by whoever owns a G that is not running), read by the preemption handler on the
     /// thread running it. Non-zero whenever the G is not running user code.
     pub(crate) nopreempt: AtomicU32,
-    /// `ThreadHandoff`: the M this preempted G must resume on, while its token waits on the
-    /// global queue (`preempt/handoff.rs`); null otherwise.
-    pub(crate) handoff_m: AtomicPtr<crate::sched::m::M>,
+    /// The M this goroutine is locked to (`lock_os_thread`, or a temporary runtime lock), or
+    /// null (Go's `g.lockedm`). Written by the goroutine itself while it runs; read by the M
+    /// that dequeues it (the queue's release/acquire orders it).
+    pub(crate) lockedm: *mut crate::sched::m::M,
 }
 
 // SAFETY: a G moves between threads only through queues/CASes that hand ownership over with
@@ -104,7 +105,7 @@ impl G {
             name: None,
             locals: crate::local::Locals::new(),
             nopreempt: AtomicU32::new(1),
-            handoff_m: AtomicPtr::new(ptr::null_mut()),
+            lockedm: ptr::null_mut(),
         })
     }
 
