@@ -240,7 +240,11 @@ unsafe fn chan_ref<'a>(c: *const GortChan) -> Option<&'a GortChan> {
 /// # Safety
 /// `out` is NULL or a writable pointer slot.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn gort_chan_new(elem_size: usize, cap: usize, out: *mut *mut GortChan) -> c_int {
+pub unsafe extern "C" fn gort_chan_new(
+    elem_size: usize,
+    cap: usize,
+    out: *mut *mut GortChan,
+) -> c_int {
     boundary("gort_chan_new", || {
         if out.is_null() || elem_size > isize::MAX as usize {
             return -libc::EINVAL;

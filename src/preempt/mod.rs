@@ -24,7 +24,10 @@
 //! * `LOCKS`, per thread (Go's `m.locks`): open while a runtime lock is held
 //!   (`crate::loom::Mutex` guards, the channel lock) or the P's owner-only state is in use
 //!   (`goready`, `spawn`). Such sections never span a goroutine switch, so a per-thread
-//!   count is exact; one that ended on another thread would be a bug, and is fatal.
+//!   count is exact; one that ended on another thread would be a bug, and is fatal. The one
+//!   exception, a goroutine whose P sysmon took while it was blocked in foreign code and that
+//!   queues for one inside a runtime call (`syscall::regain_p`), carries its open sections
+//!   to the thread it resumes on (`sections_carry_out`/`_in`).
 //! * `G::nopreempt`, per goroutine: `gort::no_preempt` (may span switches: the count
 //!   travels with the goroutine) and the scheduler's switch path (`mcall` raises it before
 //!   it touches the M's state and lowers it after the goroutine is resumed; a goroutine that
@@ -87,6 +90,22 @@ impl Drop for Section {
     fn drop(&mut self) {
         locks_dec();
     }
+}
+
+/// Take this thread's open runtime sections before a runtime call that may move the goroutine
+/// to another thread with them still open (`syscall::regain_p`: a goroutine whose P was taken
+/// queues for one); [`sections_carry_in`] on the thread it resumes on puts them back.
+#[inline(never)]
+pub(crate) fn sections_carry_out() -> u32 {
+    compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    LOCKS.with(|c| c.replace(0))
+}
+
+/// See [`sections_carry_out`].
+#[inline(never)]
+pub(crate) fn sections_carry_in(n: u32) {
+    LOCKS.with(|c| c.set(c.get() + n));
+    compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Open a runtime section without a guard object (the channel lock's explicit
