@@ -2092,7 +2092,8 @@ fn registers_survive_preemption_migrate_procs_2() {
 // ---------------------------------------------------------------------------------------------
 // Policy.
 
-/// A goroutine spinning inside `no_preempt` for 200 ms at GOMAXPROCS = 1 is never preempted:
+/// A goroutine spinning inside `no_preempt` (300M iterations) at GOMAXPROCS = 1 is never
+/// preempted:
 /// the main goroutine, waking every 1 ms, never finds it inside the section (it may be
 /// preempted before it enters: that is allowed).
 fn child_no_preempt() {
@@ -2104,9 +2105,11 @@ fn child_no_preempt() {
         let spinner = gort::go(move || {
             gort::no_preempt(|| {
                 s2.store(1, Ordering::SeqCst);
-                let t0 = Instant::now();
-                while t0.elapsed() < Duration::from_millis(200) {
-                    std::hint::spin_loop();
+                // No clock reads (libc/vdso): a thread seen in libc for a quantum has its P
+                // retaken by sysmon (foreign blocking), which would let main run beside us.
+                let mut x = 0u64;
+                for _ in 0..300_000_000u64 {
+                    x = std::hint::black_box(x + 1);
                 }
                 s2.store(2, Ordering::SeqCst);
             });
