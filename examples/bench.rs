@@ -51,9 +51,6 @@
 //!   reports `StackInuse`; gort reports its mapped stacks instead.
 //! * `chanpingpong`: an echo goroutine forwards `ping` to `pong`; the root sends and receives
 //!   `n` times after 1,000 untimed round trips.
-//! * `timers`: the n durations drawn first (uniform in [1 ms, 100 ms]); `wg.Add(n)`; start
-//!   the clock; n goroutines each read the clock, `sleep`, store their oversleep in a shared
-//!   table and `wg.done()`; `wg.wait()`; sort the oversleeps.
 //! * `handoff`: per trial, a blocking pipe; B computes for a random 30–50 ms (sysmon backs
 //!   off meanwhile), then starts the writer (`/bin/sh -c "sleep S; printf x"`, another
 //!   process), releases A (closing a channel A waits on: A goes to `runnext`) and yields; A
@@ -61,6 +58,9 @@
 //!   the time every ~100 ns and records the first stamp after A's (and yields every 1 ms, as
 //!   Go's B is preempted, so that A can finish). Printed like the anchor:
 //!   `handoff_stall_{median,min,max}` and `handoff_read_duration_median`, in µs.
+//! * `timers`: the n durations drawn first (uniform in [1 ms, 100 ms]); `wg.Add(n)`; start
+//!   the clock; n goroutines each read the clock, `sleep`, store their oversleep in a shared
+//!   table and `wg.done()`; `wg.wait()`; sort the oversleeps.
 
 use gort::sync::WaitGroup;
 use std::time::{Duration, Instant};
@@ -72,8 +72,8 @@ fn usage() -> ! {
          spawn  [-n goroutines=1000000]\n  \
          memory [-n parked_goroutines=100000]\n  \
          chanpingpong [-n round_trips=1000000]\n  \
-         timers [-n sleepers=100000]\n  \
-         handoff [-trials 10] [-sleep milliseconds=200, `200ms` also accepted]\n\
+         handoff [-trials 10] [-sleep milliseconds=200, `200ms` also accepted]\n  \
+         timers [-n sleepers=100000]\n\
          GOMAXPROCS (and GORT_*) from the environment configure the runtime."
     );
     std::process::exit(2)
@@ -308,63 +308,6 @@ fn cmd_chanpingpong(flags: &[(String, usize)]) {
     emit("chanpingpong", ns_per(d, n), "ns/roundtrip");
 }
 
-/// Go's `timers`: n goroutines each sleep a random 1–100 ms once; the oversleeps' p50, p99
-/// and max (how late each woke), the spawn loop's and the whole run's wall time.
-fn cmd_timers(flags: &[(String, usize)]) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let n = flag(flags, "n", 100_000);
-    // Uniform in [1 ms, 100 ms], drawn before the clock starts (xorshift, fixed seed).
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let req: Vec<Duration> = (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            Duration::from_nanos(1_000_000 + x % 99_000_001)
-        })
-        .collect();
-    let (mut over, spawned, wall) = gort::run(move || {
-        static WG: WaitGroup = WaitGroup::new();
-        let req = std::sync::Arc::new(req);
-        let over = std::sync::Arc::new((0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
-        WG.add(n as i32);
-        let t0 = Instant::now();
-        for i in 0..n {
-            let (req, over) = (req.clone(), over.clone());
-            gort::go(move || {
-                let s = Instant::now();
-                gort::sleep(req[i]);
-                let late = s.elapsed().saturating_sub(req[i]);
-                // Relaxed: published by the WaitGroup (done -> wait).
-                over[i].store(late.as_nanos() as u64, Ordering::Relaxed);
-                WG.done();
-            });
-        }
-        let spawned = t0.elapsed();
-        WG.wait();
-        let wall = t0.elapsed();
-        // Relaxed: see above.
-        let v: Vec<u64> = over.iter().map(|o| o.load(Ordering::Relaxed)).collect();
-        (v, spawned, wall)
-    });
-    over.sort_unstable();
-    let pct = |p: usize| over[(over.len() - 1) * p / 100] as f64 / 1e3;
-    let tag = format!("timers_{}k", n / 1000);
-    emit(
-        &format!("{tag}_wall"),
-        round(wall.as_secs_f64() * 1e3, 2),
-        "ms",
-    );
-    emit(
-        &format!("{tag}_spawn_loop"),
-        round(spawned.as_secs_f64() * 1e3, 2),
-        "ms",
-    );
-    emit(&format!("{tag}_oversleep_p50"), round(pct(50), 1), "us");
-    emit(&format!("{tag}_oversleep_p99"), round(pct(99), 1), "us");
-    emit(&format!("{tag}_oversleep_max"), round(pct(100), 1), "us");
-}
-
 /// The anchor's `cmdHandoff` (see the module docs).
 fn cmd_handoff(flags: &[(String, usize)]) {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -479,6 +422,63 @@ fn cmd_handoff(flags: &[(String, usize)]) {
     emit("handoff_read_duration_median", us(pct(&reads, 50.0)), "us");
 }
 
+/// Go's `timers`: n goroutines each sleep a random 1–100 ms once; the oversleeps' p50, p99
+/// and max (how late each woke), the spawn loop's and the whole run's wall time.
+fn cmd_timers(flags: &[(String, usize)]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let n = flag(flags, "n", 100_000);
+    // Uniform in [1 ms, 100 ms], drawn before the clock starts (xorshift, fixed seed).
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let req: Vec<Duration> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Duration::from_nanos(1_000_000 + x % 99_000_001)
+        })
+        .collect();
+    let (mut over, spawned, wall) = gort::run(move || {
+        static WG: WaitGroup = WaitGroup::new();
+        let req = std::sync::Arc::new(req);
+        let over = std::sync::Arc::new((0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
+        WG.add(n as i32);
+        let t0 = Instant::now();
+        for i in 0..n {
+            let (req, over) = (req.clone(), over.clone());
+            gort::go(move || {
+                let s = Instant::now();
+                gort::sleep(req[i]);
+                let late = s.elapsed().saturating_sub(req[i]);
+                // Relaxed: published by the WaitGroup (done -> wait).
+                over[i].store(late.as_nanos() as u64, Ordering::Relaxed);
+                WG.done();
+            });
+        }
+        let spawned = t0.elapsed();
+        WG.wait();
+        let wall = t0.elapsed();
+        // Relaxed: see above.
+        let v: Vec<u64> = over.iter().map(|o| o.load(Ordering::Relaxed)).collect();
+        (v, spawned, wall)
+    });
+    over.sort_unstable();
+    let pct = |p: usize| over[(over.len() - 1) * p / 100] as f64 / 1e3;
+    let tag = format!("timers_{}k", n / 1000);
+    emit(
+        &format!("{tag}_wall"),
+        round(wall.as_secs_f64() * 1e3, 2),
+        "ms",
+    );
+    emit(
+        &format!("{tag}_spawn_loop"),
+        round(spawned.as_secs_f64() * 1e3, 2),
+        "ms",
+    );
+    emit(&format!("{tag}_oversleep_p50"), round(pct(50), 1), "us");
+    emit(&format!("{tag}_oversleep_p99"), round(pct(99), 1), "us");
+    emit(&format!("{tag}_oversleep_max"), round(pct(100), 1), "us");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else { usage() };
@@ -488,8 +488,8 @@ fn main() {
         "spawn" => cmd_spawn(&parse_flags(rest, &["n"])),
         "memory" => cmd_memory(&parse_flags(rest, &["n"])),
         "chanpingpong" => cmd_chanpingpong(&parse_flags(rest, &["n"])),
-        "timers" => cmd_timers(&parse_flags(rest, &["n"])),
         "handoff" => cmd_handoff(&parse_flags(rest, &["trials", "sleep"])),
+        "timers" => cmd_timers(&parse_flags(rest, &["n"])),
         "preempt" => cmd_preempt(rest),
         "fairness" => cmd_fairness(rest),
         "preemptcost" => cmd_preemptcost(rest),

@@ -98,9 +98,12 @@ impl RawLock {
         // (us included) takes it as CONTENDED and wakes a sleeper at unlock. A spurious wake
         // costs one futex call; a missing one would hang.
         // Acquire: as in `lock` (the swap takes the lock when it returns UNLOCKED).
-        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
-            crate::sched::note::futex_wait(&self.state, CONTENDED, None);
-        }
+        // The sleep is the runtime's, not foreign blocking (sysmon: `syscall::runtime_blocking`).
+        crate::sched::syscall::runtime_blocking(|| {
+            while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+                crate::sched::note::futex_wait(&self.state, CONTENDED, None);
+            }
+        });
     }
 
     /// Release the lock. Caller holds it.

@@ -181,11 +181,8 @@ mod imp {
         /// The scheduler lock.
         #[inline]
         pub(crate) fn lock(&self) -> crate::loom::MutexGuard<'_, Synced> {
-            if let Ok(g) = self.synced.try_lock() {
-                return g;
-            }
-            // Contended: we may sleep in the kernel holding a P; tell sysmon it is us.
-            match super::syscall::runtime_blocking(|| self.synced.lock()) {
+            // Contended, we may sleep in the kernel holding a P: tell sysmon it is us.
+            match super::syscall::lock_marked(&self.synced) {
                 Ok(g) => g,
                 Err(_) => super::fatal("scheduler lock poisoned"),
             }

@@ -152,7 +152,8 @@ mod imp {
             if !p.is_null() && std::ptr::eq(&*mr.sched, s) {
                 // Holding a P (g0, or a goroutine: checked, sysmon may have taken it).
                 let pr = if mr.curg.get().is_null() {
-                    // SAFETY: g0 holds `p`; sysmon never takes a P from g0 code.
+                    // SAFETY: g0 holds `p`; sysmon never takes a P from g0 (it counts as
+                    // `runtime_blocking`, see `schedule::execute`).
                     unsafe { &*p }
                 } else {
                     crate::sched::syscall::current_p(mr).1

@@ -67,6 +67,8 @@ pub(crate) fn mstart_loop(m: &M) {
     if m.wake_spinning.load(Ordering::Relaxed) {
         m.spinning.set(true);
     }
+    // On g0 (see `execute`). Relaxed: own-thread counter.
+    m.rt_blocking.store(1, Ordering::Relaxed);
     schedule(m);
 }
 
@@ -125,7 +127,15 @@ fn execute(m: &M, g: *mut G, mut inherit: bool) {
         // SAFETY: g's context is valid (Runnable: saved by its last switch or by arch::init)
         // and g0's slot is ours; goroutines run (switching directly among themselves) until
         // one calls `mcall` with nothing local to switch to, which switches back here.
+        // g0 counts as runtime code that may block with the P in hand (sysmon never retakes
+        // a P from g0: `syscall::runtime_blocking`); goroutine code does not.
+        // Relaxed: own-thread counter (see `M::rt_blocking`).
+        m.rt_blocking
+            .store(m.rt_blocking.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        // SAFETY: as above.
         unsafe { arch::switch(m.g0.get(), &(*g).ctx, m as *const M as usize) };
+        m.rt_blocking
+            .store(m.rt_blocking.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         // The goroutine that came back is not necessarily `g`: it is `curg`.
         let back = m.curg.replace(std::ptr::null_mut());
         if !m.lockedg.get().is_null() {
@@ -275,7 +285,12 @@ pub(crate) fn mcall(m: &M, action: Action) {
     let m = if syscall::owns(m, m.p.get()) {
         m
     } else {
-        syscall::regain_p(m)
+        // Getting a P back may move us to another M: `gopark`'s function goes along.
+        let (f, arg) = (m.park_fn.take(), m.park_arg.get());
+        let m = syscall::regain_p(m);
+        m.park_fn.set(f);
+        m.park_arg.set(arg);
+        m
     };
     let g = m.curg.get();
     // No asynchronous preemption from here until we are resumed (preempt/mod.rs: a G that
@@ -570,9 +585,7 @@ fn steal_work(m: &M, s: &Sched, pr: &P) -> Option<*mut G> {
             // move the ping-pong pair apart.
             let delay = || {
                 if victim.status() == PStatus::Running {
-                    syscall::runtime_blocking(|| {
-                        std::thread::sleep(std::time::Duration::from_micros(3))
-                    });
+                    std::thread::sleep(std::time::Duration::from_micros(3));
                 }
             };
             if let Some(g) = victim.runq.steal_into_with(&pr.runq, steal_runnext, delay) {
