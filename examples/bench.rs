@@ -13,6 +13,16 @@
 //!   handoff [-trials 10] [-sleep 200ms]  A blocks in read(2) inside gort::syscall while B
 //!                                 computes; the stall is the time from A entering the
 //!                                 syscall to B's next timestamp (median/min/max over trials)
+//!   preempt [-iters 200] [-mode both]  a goroutine spins in a loop with no scheduling point;
+//!                                 the root times `yield_now` and the oversleep of 1 ms
+//!                                 sleeps (µs p50/p99/max); then (not in the anchor) gort's
+//!                                 own histogram (quantum expiry -> off the CPU)
+//!   fairness [-g 4] [-d 2s]       g spinners for d; each one's share, min/max ratio
+//!   preemptcost [-d 1s]           (gort only) one spinner alone at a 100 µs quantum, per mode,
+//!                                 reading the clock each iteration: the median gap is the
+//!                                 cost of one preemption off the loop (alone, it resumes the
+//!                                 same goroutine: signal, handler, yield, rt_sigreturn); the
+//!                                 loss at the default quantum follows (cost / 10 ms)
 //! ```
 //!
 //! Every result is one line, exactly as `/work/shared/bench/go-anchor` prints it:
@@ -480,6 +490,255 @@ fn main() {
         "chanpingpong" => cmd_chanpingpong(&parse_flags(rest, &["n"])),
         "handoff" => cmd_handoff(&parse_flags(rest, &["trials", "sleep"])),
         "timers" => cmd_timers(&parse_flags(rest, &["n"])),
+        "preempt" => cmd_preempt(rest),
+        "fairness" => cmd_fairness(rest),
+        "preemptcost" => cmd_preemptcost(rest),
         _ => usage(),
+    }
+}
+
+/// `-name value` string flags (for the workloads whose flags are not integers: `-mode both`,
+/// `-d 2s`).
+fn string_flag(args: &[String], name: &str, default: &str) -> String {
+    let mut i = 0;
+    let mut v = default.to_string();
+    while i < args.len() {
+        let a = args[i].trim_start_matches('-');
+        if let Some((n, val)) = a.split_once('=') {
+            if n == name {
+                v = val.to_string();
+            }
+        } else if a == name {
+            if let Some(val) = args.get(i + 1) {
+                v = val.clone();
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    v
+}
+
+/// Go-style duration: `2s`, `500ms`, `100us`.
+fn parse_duration(s: &str) -> Duration {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
+    let x: f64 = num.parse().unwrap_or_else(|_| usage());
+    match unit {
+        "s" | "" => Duration::from_secs_f64(x),
+        "ms" => Duration::from_secs_f64(x / 1e3),
+        "us" | "µs" => Duration::from_secs_f64(x / 1e6),
+        _ => usage(),
+    }
+}
+
+fn pct(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> f64 {
+    round(d.as_nanos() as f64 / 1e3, 1)
+}
+
+static SPIN_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A loop with no scheduling point in it (only preemption stops it).
+fn spin_until_stopped() -> u64 {
+    let mut n = 0u64;
+    while !SPIN_STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        n = std::hint::black_box(n + 1);
+    }
+    n
+}
+
+fn cmd_preempt(args: &[String]) {
+    let iters: usize = string_flag(args, "iters", "200")
+        .parse()
+        .unwrap_or_else(|_| usage());
+    let mode = string_flag(args, "mode", "both");
+    gort::run(move || {
+        gort::go(spin_until_stopped);
+        gort::yield_now(); // let the spinner start
+        let report = |name: &str, mut lat: Vec<Duration>| {
+            lat.sort();
+            emit(&format!("preempt_{name}_p50"), us(pct(&lat, 50)), "us");
+            emit(&format!("preempt_{name}_p99"), us(pct(&lat, 99)), "us");
+            emit(
+                &format!("preempt_{name}_max"),
+                us(*lat.last().unwrap()),
+                "us",
+            );
+        };
+        if mode == "gosched" || mode == "both" {
+            let lat = (0..iters)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    gort::yield_now();
+                    t0.elapsed()
+                })
+                .collect();
+            report("gosched", lat);
+        }
+        if mode == "sleep" || mode == "both" {
+            let lat = (0..iters)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    gort::sleep(Duration::from_millis(1));
+                    t0.elapsed().saturating_sub(Duration::from_millis(1))
+                })
+                .collect();
+            report("sleep1ms_over", lat);
+        }
+        let st = gort::stats().preempt;
+        emit("preempt_expiry_to_offcpu_p50", us(st.latency_p50), "us");
+        emit("preempt_expiry_to_offcpu_p99", us(st.latency_p99), "us");
+        emit("preempt_expiry_to_offcpu_max", us(st.latency_max), "us");
+        eprintln!("{st}");
+        SPIN_STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
+fn cmd_fairness(args: &[String]) {
+    let g: usize = string_flag(args, "g", "4")
+        .parse()
+        .unwrap_or_else(|_| usage());
+    let d = parse_duration(&string_flag(args, "d", "2s"));
+    let counts = gort::run(move || {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let hs: Vec<_> = (0..g)
+            .map(|_| {
+                gort::go(|| {
+                    let mut c = 0u64;
+                    while !STOP.load(Ordering::Relaxed) {
+                        c += 1;
+                    }
+                    c
+                })
+            })
+            .collect();
+        gort::sleep(d);
+        STOP.store(true, Ordering::Relaxed);
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<u64>>()
+    });
+    let total: u64 = counts.iter().sum();
+    for (j, c) in counts.iter().enumerate() {
+        emit(
+            &format!("fairness_share_g{j}"),
+            round(*c as f64 / total as f64, 4),
+            "fraction",
+        );
+    }
+    let (mn, mx) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    emit(
+        "fairness_min_max_ratio",
+        round(*mn as f64 / *mx as f64, 4),
+        "ratio",
+    );
+    emit("fairness_total_iters", total as f64, "iters");
+    eprintln!("{}", gort::stats().preempt);
+}
+
+/// A free-running counter read without a system call (x86_64 TSC, aarch64 CNTVCT_EL0).
+#[inline(always)]
+fn cycles() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rdtsc has no preconditions.
+    unsafe {
+        std::arch::x86_64::_rdtsc()
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let v: u64;
+        // SAFETY: reads the virtual counter, readable from EL0 on Linux.
+        unsafe { std::arch::asm!("mrs {}, cntvct_el0", out(reg) v, options(nostack, nomem)) };
+        v
+    }
+}
+
+/// One spinner alone on a fresh 1-P runtime in `mode` for `d`, reading the clock every
+/// iteration: every stretch of more than 2 µs between two reads is time spent off the loop
+/// (a preemption, or an interrupt). Returns the sorted gaps (ns) and the preemptions.
+fn spin_gaps(mode: gort::Preempt, quantum: Duration, d: Duration) -> (Vec<u64>, u64) {
+    let rt = gort::Runtime::builder()
+        .procs(1)
+        .preempt(mode)
+        .preempt_quantum(quantum)
+        .build()
+        .unwrap();
+    let mut gaps = rt.block_on(move || {
+        // The cycle counter, not `Instant` (whose vdso call is foreign code, where the
+        // handler refuses: refused signals would be mixed in with the preemptions).
+        let mut gaps = Vec::with_capacity(1 << 20);
+        let (w0, c0) = (Instant::now(), cycles());
+        let mut last = c0;
+        let mut n = 0u64;
+        let mut ticks_per_us = 1_000u64; // refined below, before any gap counts
+        loop {
+            let now = cycles();
+            let gap = now.wrapping_sub(last);
+            if gap > 2 * ticks_per_us && gaps.len() < gaps.capacity() {
+                gaps.push(gap);
+            }
+            last = now;
+            n += 1;
+            if n % (1 << 20) == 0 {
+                let us = w0.elapsed().as_micros() as u64;
+                ticks_per_us = (now - c0) / us.max(1);
+                if us >= d.as_micros() as u64 {
+                    break;
+                }
+            }
+        }
+        gaps.iter()
+            .map(|g| g * 1_000 / ticks_per_us.max(1))
+            .collect::<Vec<u64>>()
+    });
+    gaps.sort_unstable();
+    let pre = rt.stats().preempt.preemptions;
+    rt.shutdown();
+    (gaps, pre)
+}
+
+fn cmd_preemptcost(args: &[String]) {
+    use gort::Preempt;
+    let d = parse_duration(&string_flag(args, "d", "1s"));
+    let q = Duration::from_micros(100);
+    for (name, mode) in [
+        ("handoff", Preempt::ThreadHandoff),
+        ("migrate", Preempt::Migrate),
+    ] {
+        let (gaps, n) = spin_gaps(mode, q, d);
+        let (base, _) = spin_gaps(Preempt::Off, q, d);
+        // The loop's gaps minus the ones it has without preemption (timer interrupts, other
+        // processes): the median of the excess gaps is one preemption, off the loop.
+        let cost = if gaps.len() > base.len() {
+            gaps[gaps.len() / 2]
+        } else {
+            0
+        };
+        emit(
+            &format!("preemptcost_{name}_alone"),
+            cost as f64,
+            "ns/preemption",
+        );
+        emit(
+            &format!("preempt_gaps_{name}_q100us"),
+            gaps.len() as f64,
+            "gaps",
+        );
+        emit(
+            &format!("preempt_count_{name}_q100us"),
+            n as f64,
+            "preemptions",
+        );
+        emit("preempt_gaps_off", base.len() as f64, "gaps");
+        // At the default quantum a lone loop is preempted every 10 ms: loss = cost / 10 ms.
+        emit(
+            &format!("preempt_loss_{name}_q10ms_derived"),
+            round(cost as f64 / 10e6 * 100.0, 4),
+            "percent",
+        );
     }
 }

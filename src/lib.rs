@@ -37,6 +37,8 @@ pub mod ffi;
 #[cfg(not(loom))]
 pub mod local;
 #[cfg(not(loom))]
+pub(crate) mod preempt;
+#[cfg(not(loom))]
 mod runtime;
 pub(crate) mod sched;
 #[cfg(not(loom))]
@@ -52,6 +54,7 @@ pub use api::*;
 
 #[cfg(not(loom))]
 mod api {
+    pub use crate::preempt::{PreemptStats, no_preempt};
     pub use crate::runtime::{Preempt, Runtime, RuntimeBuilder};
     pub use crate::sched::task::{Abandoned, JoinHandle};
     pub use crate::stats::Stats;

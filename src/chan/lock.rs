@@ -64,6 +64,10 @@ impl RawLock {
     /// Take the lock. Must not be held by the caller (not reentrant).
     #[inline]
     pub(crate) fn lock(&self) {
+        // Holding it is a runtime section: no asynchronous preemption (preempt/mod.rs);
+        // `unlock` closes it, always on the same thread (a parked holder's lock is released
+        // by its gopark callback on the M it parked on).
+        crate::preempt::section_open();
         // Acquire: pairs with the Release swap in `unlock`: the previous holder's writes to the
         // guarded state happen before ours.
         if self
@@ -110,6 +114,7 @@ impl RawLock {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             self.wake_one();
         }
+        crate::preempt::section_close();
     }
 
     #[cold]

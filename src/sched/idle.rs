@@ -64,6 +64,7 @@ pub(crate) fn acquirep(m: &M, p: *mut P) {
     pr.m.store(m as *const M as *mut M, Ordering::Relaxed);
     m.pword.set(w);
     m.p.set(p);
+    crate::preempt::p_busy(&m.sched);
     if m.sched.pin {
         m.pin(pr.cpu);
     }

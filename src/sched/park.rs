@@ -142,6 +142,8 @@ mod imp {
         }
         // SAFETY: `gr.sched` points at the runtime the G belongs to, alive while it has Gs.
         let s = unsafe { &*gr.sched };
+        // Our P's run queue is used below: a runtime section (preempt/mod.rs).
+        let _section = crate::preempt::Section::enter();
         let m = current_m();
         if !m.is_null() {
             // SAFETY: this thread's own M.

@@ -293,6 +293,10 @@ pub(crate) fn mcall(m: &M, action: Action) {
         m
     };
     let g = m.curg.get();
+    // No asynchronous preemption from here until we are resumed (preempt/mod.rs: a G that
+    // is not running always has a non-zero count).
+    // SAFETY: `g` is the running goroutine.
+    unsafe { crate::preempt::g_nopreempt_inc(g) };
     // A locked M runs nothing else: always through g0 (`stoplockedm`).
     let next = if m.lockedg.get().is_null() {
         next_local(m)
@@ -326,6 +330,8 @@ pub(crate) fn mcall(m: &M, action: Action) {
     // stale). Nothing of the old `m` is used from here on.
     // SAFETY: every switch into a goroutine passes the resuming M.
     post_switch(unsafe { &*(resumed_on as *const M) });
+    // SAFETY: raised above; `g` is this goroutine wherever it resumed.
+    unsafe { crate::preempt::g_nopreempt_dec(g) };
 }
 
 /// Run right after a switch lands in a goroutine: if the previous goroutine switched here
@@ -347,6 +353,9 @@ pub(crate) unsafe extern "C" fn goroutine_entry(arg: usize) -> ! {
     // SAFETY: a goroutine always runs on an M.
     post_switch(unsafe { &*current_m() });
     let g = arg as *mut G;
+    // A fresh G starts with a no-preempt count of 1 (set at spawn): user code begins here.
+    // SAFETY: `g` is this goroutine.
+    unsafe { crate::preempt::g_nopreempt_dec(g) };
     // SAFETY: the G is Running on this M; its task field is ours.
     let task = unsafe { (*g).task.take() };
     if let Some(t) = task {
@@ -686,6 +695,9 @@ pub(crate) fn spawn(
     stack_size: usize,
     name: Option<Box<str>>,
 ) -> std::io::Result<u64> {
+    // The local P's owner-only state is used below: a runtime section (preempt/mod.rs),
+    // closed before the back-pressure switch.
+    let section = crate::preempt::Section::enter();
     let m = current_m();
     let mut local: Option<&P> = None;
     if !m.is_null() {
@@ -711,6 +723,8 @@ pub(crate) fn spawn(
         gr.name = name;
         let top = gr.stack.as_ref().expect("G without a stack").top();
         arch::init(&mut gr.ctx, top, goroutine_entry, g as usize);
+        // Relaxed: published with the status below.
+        gr.nopreempt.store(1, Ordering::Relaxed);
         gr.set_status(Status::Runnable);
     }
     match local {
@@ -718,6 +732,7 @@ pub(crate) fn spawn(
             PCounters::bump(&p.counters.spawned);
             let overflowed = runqput(s, p, g, true);
             idle::wakep(s);
+            drop(section);
             if overflowed || p.runq.len() >= SPAWN_BURST {
                 // Back-pressure: a goroutine spawning faster than anything runs has just
                 // queued `SPAWN_BURST` goroutines on its P. Let the queue drain before spawning

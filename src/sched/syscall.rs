@@ -119,8 +119,11 @@ pub(crate) fn regain_p<'a>(m: &M) -> &'a M {
         if m.oldp.get().is_null() {
             fatal("a goroutine's M holds no P");
         }
-        // A runtime call inside `gort::syscall`'s closure: leave the syscall now.
+        // A runtime call inside `gort::syscall`'s closure: leave the syscall now. Runtime
+        // sections open in the caller move with the goroutine (preempt/mod.rs).
+        let carried = crate::preempt::sections_carry_out();
         exitsyscall_m(m);
+        crate::preempt::sections_carry_in(carried);
         // SAFETY: this thread's M (the goroutine may have moved).
         return unsafe { &*current_m() };
     }
@@ -148,7 +151,10 @@ pub(crate) fn regain_p<'a>(m: &M) -> &'a M {
     // Gone: sysmon handed it off. Forget it and take the slow path.
     m.p.set(std::ptr::null_mut());
     m.spinning.set(false);
+    // Runtime sections open in the caller move with the goroutine (preempt/mod.rs).
+    let carried = crate::preempt::sections_carry_out();
     exitsyscall_slow(m);
+    crate::preempt::sections_carry_in(carried);
     // SAFETY: this thread's M (the goroutine may have moved).
     unsafe { &*current_m() }
 }
