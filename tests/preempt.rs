@@ -2202,17 +2202,28 @@ fn user_sigurg_handler_still_receives_its_signals() {
     );
 }
 
-/// A goroutine blocked in libc (`usleep`, outside the executable) for 300 ms at GOMAXPROCS
-/// = 1 is never preempted there: the handler refuses (`foreign`), and no preemption happens
-/// while it is inside (the counter is read inside `no_preempt`, before and after).
+/// A goroutine running inside libc (`memset` over 64 MiB, outside the executable) for
+/// ~300 ms at GOMAXPROCS = 1 is never preempted there: the handler refuses (`foreign`), and
+/// no preemption happens while it is inside (the counter is read inside `no_preempt`, before
+/// and after). Busy in libc rather than asleep in it: a thread asleep in the kernel has its
+/// P retaken by sysmon (foreign blocking), after which nobody asks it to yield, so the
+/// refusal this test counts would not be certain.
 fn child_foreign() {
     let rt = runtime(1);
     let (before, after) = rt.block_on(|| {
         gort::go(|| {
             gort::no_preempt(|| {
                 let before = gort::stats().preempt.preemptions;
-                // SAFETY: usleep has no preconditions.
-                unsafe { libc::usleep(300_000) };
+                let len = 64 << 20;
+                let mut buf = vec![0u8; len];
+                let t0 = Instant::now();
+                let mut byte = 0;
+                while t0.elapsed() < Duration::from_millis(300) {
+                    byte = (byte + 1) & 0x7f;
+                    // SAFETY: `buf` is valid for `len` bytes.
+                    unsafe { libc::memset(buf.as_mut_ptr().cast(), byte, len) };
+                }
+                std::hint::black_box(&buf);
                 (before, gort::stats().preempt.preemptions)
             })
         })

@@ -507,6 +507,10 @@ pub(crate) fn request(s: &Sched, m: &M, expired_at: u64) {
     }
     // Relaxed: written by the M's thread before it could hold a P.
     let tid = m.tid.load(Ordering::Relaxed);
+    // Relaxed: sysmon compares it with the handler's `foreign_seen`; a stale read only
+    // delays a foreign retake by a tick.
+    m.signal_sent_at
+        .store(crate::time::nanotime(), Ordering::Relaxed);
     // SAFETY: tgkill has no memory-safety preconditions; a stale tid at worst signals a
     // thread of ours that is no longer this M (its handler finds no pending flag and chains).
     let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGURG) };

@@ -198,13 +198,27 @@ unsafe fn preempt(info: *mut libc::siginfo_t, uc: *mut libc::ucontext_t, errno: 
         // sysmon's foreign-blocking input (`sched/sysmon.rs`): stamped when first seen
         // outside the executable, cleared when seen back in it. Relaxed: sysmon re-checks
         // the stamp before it acts.
-        if result == Err(Refusal::Foreign) {
+        // Stamp only a thread in foreign code on behalf of its goroutine, not runtime code
+        // that called into libc (malloc in spawn, a futex under a runtime lock, g0): that
+        // code goes on using its P when the call returns, so sysmon must not take it. The
+        // per-G count covers `mcall` and `no_preempt`; the per-thread one the runtime's
+        // locks; `rt_blocking` g0 and marked runtime waits.
+        let g = mr.curg.get();
+        let user_code = !mr.p.get().is_null()
+            && super::locks() == 0
+            && mr.rt_blocking.load(Ordering::Relaxed) == 0
+            // SAFETY: `curg`, when set, runs on this thread (we interrupted it).
+            && !g.is_null()
+            && unsafe { (*g).nopreempt.load(Ordering::Relaxed) } == 0;
+        if result == Err(Refusal::Foreign) && user_code {
+            let now = crate::time::nanotime().max(1);
             if mr.foreign_since.load(Ordering::Relaxed) == 0 {
-                mr.foreign_since
-                    .store(crate::time::nanotime().max(1), Ordering::Relaxed);
+                mr.foreign_since.store(now, Ordering::Relaxed);
             }
+            mr.foreign_seen.store(now, Ordering::Relaxed);
         } else {
             mr.foreign_since.store(0, Ordering::Relaxed);
+            mr.foreign_seen.store(0, Ordering::Relaxed);
         }
         match result {
             Ok(()) => st.accepted.fetch_add(1, Ordering::Relaxed),

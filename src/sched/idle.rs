@@ -227,9 +227,7 @@ fn newm(s: &Sched, p: *mut P, spinning: bool) {
         drop(unsafe { Box::from_raw(mp) });
         static WARNED: std::sync::Once = std::sync::Once::new();
         WARNED.call_once(|| {
-            eprintln!(
-                "gort: cannot create an M (OS thread): {e}; continuing with the Ms there are"
-            )
+            eprintln!("gort: cannot create an M (OS thread): {e}; continuing with the Ms there are")
         });
     }
 }

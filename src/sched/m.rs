@@ -97,6 +97,13 @@ pub(crate) struct M {
     /// Stamped by the preemption signal handler; sysmon retakes the P of an M that stayed
     /// foreign for a quantum (`sysmon.rs`).
     pub(crate) foreign_since: AtomicU64,
+    /// When the handler last saw this M outside the executable's code (ns), or 0 once it
+    /// saw it back inside. Compared by sysmon with `signal_sent_at`: only a stamp confirmed
+    /// by the answer to the latest signal counts (a thread back in Rust code that nobody
+    /// signalled since would otherwise keep a stale stamp).
+    pub(crate) foreign_seen: AtomicU64,
+    /// When the preemption requester last sent this M a SIGURG (ns).
+    pub(crate) signal_sent_at: AtomicU64,
     /// The CPU (index into the allowed set) this thread is pinned to, -1 if none.
     pub(crate) pinned: Cell<i32>,
     /// xorshift state for victim selection.
@@ -188,6 +195,8 @@ impl M {
             exit_thread: Cell::new(false),
             rt_blocking: AtomicU32::new(0),
             foreign_since: AtomicU64::new(0),
+            foreign_seen: AtomicU64::new(0),
+            signal_sent_at: AtomicU64::new(0),
             pinned: Cell::new(-1),
             rand: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)),
             preempt_pending: AtomicBool::new(false),

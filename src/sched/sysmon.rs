@@ -437,10 +437,18 @@ impl Sysmon {
         let mr = unsafe { &*m };
         // Relaxed: the stamp's writer is the M's own signal handler; a stale read delays.
         let stamp = mr.foreign_since.load(Ordering::Relaxed);
-        if stamp != 0 && now.saturating_sub(stamp) >= quantum {
+        // Only a stamp the handler confirmed in answer to the latest signal: a thread that
+        // came back into our code since it was stamped keeps the stamp until the next
+        // signal, and must not lose its P for it. Relaxed (both): see above.
+        let confirmed = || {
+            let seen = mr.foreign_seen.load(Ordering::Relaxed);
+            seen != 0 && seen >= mr.signal_sent_at.load(Ordering::Relaxed)
+        };
+        if stamp != 0 && now.saturating_sub(stamp) >= quantum && confirmed() {
             return retake_foreign(s, p, w, || {
                 // Relaxed (both): see above and `M::rt_blocking`.
                 mr.foreign_since.load(Ordering::Relaxed) == stamp
+                    && confirmed()
                     && mr.rt_blocking.load(Ordering::Relaxed) == 0
             });
         }
