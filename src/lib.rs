@@ -35,6 +35,10 @@ pub mod chan;
 #[cfg(not(loom))]
 pub mod local;
 #[cfg(not(loom))]
+pub mod net;
+#[cfg(not(loom))]
+pub(crate) mod netpoll;
+#[cfg(not(loom))]
 mod runtime;
 pub(crate) mod sched;
 #[cfg(not(loom))]

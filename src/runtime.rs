@@ -293,6 +293,7 @@ impl Sched {
             m_wakeups: AtomicU64::new(0),
             retired_counters: PCounters::default(),
             timers: crate::time::SchedTimers::new(),
+            netpoll: crate::netpoll::Poller::new(),
         });
         s.resize(cfg.procs);
         s
@@ -367,6 +368,7 @@ impl Sched {
                 let mr = unsafe { &*m };
                 mr.nextp.store(std::ptr::null_mut(), Ordering::Relaxed);
                 mr.park.wake();
+                crate::netpoll::kick_m(self, m);
             }
         }
         let mut live = self.mlive.lock().unwrap_or_else(|e| e.into_inner());

@@ -52,6 +52,13 @@ pub struct Stats {
     pub local_queued: usize,
     /// Goroutines waiting in the global run queue at snapshot time.
     pub global_queued: usize,
+    /// Network polls (`epoll_wait` calls: non-blocking ones before stealing, blocking ones
+    /// by the idle M, sysmon's).
+    pub net_polls: u64,
+    /// Of those, blocking polls (an idle M waiting in epoll instead of on its futex).
+    pub net_blocking_polls: u64,
+    /// Goroutines (and plain threads) readied by the network poller.
+    pub net_readied: u64,
     /// How stack guard pages are made: `"madvise"` (`MADV_GUARD_INSTALL`, Linux ≥ 6.13, no
     /// extra mapping per stack) or `"mprotect"` (two mappings per stack, bounded by
     /// `vm.max_map_count`).
@@ -63,6 +70,7 @@ pub(crate) fn collect(s: &Sched) -> Stats {
     let st = crate::stack::stats();
     // Relaxed: statistics.
     let outside = s.spawned_outside.load(Ordering::Relaxed);
+    let np = s.netpoll.stats();
     Stats {
         procs: s.procs() as usize,
         goroutines: schedule::live_goroutines(s),
@@ -85,6 +93,9 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         stack_reserved_bytes: st.reserved_bytes,
         local_queued: schedule::local_queued(s),
         global_queued: s.runqsize.load(Ordering::Relaxed) as usize,
+        net_polls: np.polls,
+        net_blocking_polls: np.blocking_polls,
+        net_readied: np.readied,
         stack_guard: match crate::stack::guard_mode() {
             crate::stack::GuardMode::MadviseGuard => "madvise",
             crate::stack::GuardMode::Mprotect => "mprotect",
@@ -113,6 +124,7 @@ impl fmt::Display for Stats {
             f,
             "yields={} parks={}  queued: local={} global={}  idle_procs={} spinning={}\n\
              timers: run={} pending={}\n\
+             netpoll: polls={} blocking={} readied={}\n\
              stacks: {} mapped, {} MiB reserved, guards by {}",
             self.yields,
             self.parks,
@@ -122,6 +134,9 @@ impl fmt::Display for Stats {
             self.spinning,
             self.timers_run,
             self.timers_pending,
+            self.net_polls,
+            self.net_blocking_polls,
+            self.net_readied,
             self.stacks_mapped,
             self.stack_reserved_bytes >> 20,
             self.stack_guard

@@ -154,6 +154,8 @@ mod imp {
         pub(crate) retired_counters: super::p::PCounters,
         /// The timer sleeper's registration (see `time/mod.rs`).
         pub(crate) timers: crate::time::SchedTimers,
+        /// The network poller (created at the first socket; see `netpoll/mod.rs`).
+        pub(crate) netpoll: crate::netpoll::Poller,
     }
 
     // SAFETY: raw pointers inside are owned by the structures that hold them and guarded by the
