@@ -53,14 +53,13 @@
 //! and is dropped. A stale event that slips between the tag check and the reuse costs only a
 //! spurious wake-up (every woken party retries its call).
 
-use super::Poller;
 use crate::loom::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sched::Sched;
 use crate::sched::park::{Waiter, Wakeup};
 use crate::time::heap::{NO_TIMER, Running, TimerNode};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 const NIL: usize = 0;
@@ -218,7 +217,10 @@ pub(crate) fn event(data: u64, events: u32, out: &mut super::Ready) {
 pub(crate) struct Registration {
     pd: &'static PollDesc,
     fd: RawFd,
-    sched: Arc<Sched>,
+    /// The runtime whose poller holds the registration. Weak: a socket owned by a goroutine
+    /// that shutdown abandons must not keep its runtime alive (shutdown waits for the last
+    /// reference).
+    sched: Weak<Sched>,
     /// Serialise waiting per direction (module docs, "One waiter per direction").
     rmu: crate::sync::Mutex<()>,
     wmu: crate::sync::Mutex<()>,
@@ -236,25 +238,20 @@ impl Registration {
         let sched = crate::runtime::with_current(crate::time::sched_arc);
         let pd = PollDesc::alloc();
         pd.reset();
-        let poller = &sched.netpoll;
-        if let Err(e) = poller.register(fd, pd.tag()) {
+        if let Err(e) = sched.netpoll.register(fd, pd.tag()) {
             release(pd);
             return Err(e);
         }
         Ok(Registration {
             pd,
             fd,
-            sched,
+            sched: Arc::downgrade(&sched),
             rmu: crate::sync::Mutex::new(()),
             wmu: crate::sync::Mutex::new(()),
             rto: AtomicU64::new(NO_TIMER),
             wto: AtomicU64::new(NO_TIMER),
             registered: AtomicBool::new(true),
         })
-    }
-
-    fn poller(&self) -> &Poller {
-        &self.sched.netpoll
     }
 
     /// Run `f` (a non-blocking system call) until it does not report `WouldBlock`, waiting
@@ -335,22 +332,44 @@ impl Registration {
                 Err(timed_out())
             };
         }
+        // The runtime for the deadline timer: a goroutine's own (alive while it runs; no
+        // reference held while parked, so shutdown can abandon it), or for a plain thread the
+        // socket's, held for the wait (shutting that runtime down waits for the wait to end).
+        let m = crate::sched::m::current_m();
+        let held: Option<Arc<Sched>>;
+        let s: &Sched = if m.is_null() {
+            held = self.sched.upgrade();
+            match &held {
+                Some(s) => s,
+                None => {
+                    if slot
+                        .compare_exchange(me, NIL, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        w.wait();
+                    }
+                    return Err(closed_error());
+                }
+            }
+        } else {
+            // SAFETY: this thread's M; its runtime outlives the running goroutine.
+            unsafe { &(*m).sched }
+        };
         // A deadline: a timer on this frame kicks us (module docs).
         let ctx = KickCtx { slot, me };
         let node = TimerNode::new(deadline_fired, &ctx as *const KickCtx as usize);
         if deadline != NO_TIMER {
-            // SAFETY: `node` stays in this frame until `cancel_sync` below; armed on our
-            // runtime only.
-            unsafe { node.arm(&self.sched, deadline, 0) };
+            // SAFETY: `node` stays in this frame until `cancel_sync` below; armed on `s` only.
+            unsafe { node.arm(s, deadline, 0) };
         }
-        if crate::sched::m::current_g().is_null() {
+        if m.is_null() {
             // A plain thread does not pass through the scheduler: make sure an M polls.
-            super::ensure_poller(&self.sched);
+            super::ensure_poller(s);
         }
         w.wait();
         if deadline != NO_TIMER {
-            // SAFETY: armed on `self.sched` above.
-            unsafe { node.cancel_sync(&self.sched) };
+            // SAFETY: armed on `s` above.
+            unsafe { node.cancel_sync(s) };
         }
         Ok(())
     }
@@ -413,7 +432,9 @@ impl Registration {
                 w.wake();
             }
         }
-        self.poller().deregister(self.fd);
+        if let Some(s) = self.sched.upgrade() {
+            s.netpoll.deregister(self.fd);
+        }
         release(self.pd);
     }
 }
