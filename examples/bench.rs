@@ -10,6 +10,9 @@
 //!   memory [-n 100000]            park n goroutines; VmRSS delta per goroutine
 //!   chanpingpong [-n 1000000]     round trips over two unbuffered channels (after 1,000
 //!                                 untimed ones); ns per round trip
+//!   handoff [-trials 10] [-sleep 200ms]  A blocks in read(2) inside gort::syscall while B
+//!                                 computes; the stall is the time from A entering the
+//!                                 syscall to B's next timestamp (median/min/max over trials)
 //! ```
 //!
 //! Every result is one line, exactly as `/work/shared/bench/go-anchor` prints it:
@@ -38,6 +41,13 @@
 //!   reports `StackInuse`; gort reports its mapped stacks instead.
 //! * `chanpingpong`: an echo goroutine forwards `ping` to `pong`; the root sends and receives
 //!   `n` times after 1,000 untimed round trips.
+//! * `handoff`: per trial, a blocking pipe; B computes for a random 30–50 ms (sysmon backs
+//!   off meanwhile), then starts the writer (`/bin/sh -c "sleep S; printf x"`, another
+//!   process), releases A (closing a channel A waits on: A goes to `runnext`) and yields; A
+//!   stamps the time and calls `gort::syscall(|| read(2))` (Go: `syscall.Read`); B stamps
+//!   the time every ~100 ns and records the first stamp after A's (and yields every 1 ms, as
+//!   Go's B is preempted, so that A can finish). Printed like the anchor:
+//!   `handoff_stall_{median,min,max}` and `handoff_read_duration_median`, in µs.
 
 use gort::sync::WaitGroup;
 use std::time::{Duration, Instant};
@@ -48,7 +58,8 @@ fn usage() -> ! {
          yield  [-g goroutines=2] [-n yields_per_goroutine=10000000]\n  \
          spawn  [-n goroutines=1000000]\n  \
          memory [-n parked_goroutines=100000]\n  \
-         chanpingpong [-n round_trips=1000000]\n\
+         chanpingpong [-n round_trips=1000000]\n  \
+         handoff [-trials 10] [-sleep milliseconds=200, `200ms` also accepted]\n\
          GOMAXPROCS (and GORT_*) from the environment configure the runtime."
     );
     std::process::exit(2)
@@ -81,7 +92,7 @@ fn parse_flags(args: &[String], known: &[&str]) -> Vec<(String, usize)> {
             eprintln!("bench: unknown flag -{name}");
             usage();
         }
-        match value.parse::<usize>() {
+        match value.trim_end_matches("ms").parse::<usize>() {
             Ok(v) if v > 0 => out.push((name, v)),
             _ => {
                 eprintln!("bench: -{name}={value:?}: expected a positive integer");
@@ -283,6 +294,120 @@ fn cmd_chanpingpong(flags: &[(String, usize)]) {
     emit("chanpingpong", ns_per(d, n), "ns/roundtrip");
 }
 
+/// The anchor's `cmdHandoff` (see the module docs).
+fn cmd_handoff(flags: &[(String, usize)]) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let trials = flag(flags, "trials", 10);
+    let sleep_ms = flag(flags, "sleep", 200);
+    let mut seed = Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id());
+    let mut stalls = Vec::new();
+    let mut reads = Vec::new();
+    for _ in 0..trials {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let warm = Duration::from_millis(30) + Duration::from_micros((seed >> 33) % 20_000);
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for two descriptors; blocking fds (not in any poller).
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            panic!("pipe2: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptors owned by nobody else.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (stall, read) = gort::run(move || {
+            let base = Instant::now();
+            let sys_start = Arc::new(AtomicI64::new(0));
+            let sys_end = Arc::new(AtomicI64::new(0));
+            let (start_tx, start_rx) = gort::chan::bounded::<()>(0);
+            let a = {
+                let (sys_start, sys_end) = (sys_start.clone(), sys_end.clone());
+                gort::go(move || {
+                    let _ = start_rx.recv();
+                    let mut buf = 0u8;
+                    sys_start.store(base.elapsed().as_nanos() as i64, Ordering::SeqCst);
+                    // SAFETY: one writable byte.
+                    let n = gort::syscall(|| unsafe {
+                        libc::read(r.as_raw_fd(), (&mut buf as *mut u8).cast(), 1)
+                    });
+                    sys_end.store(base.elapsed().as_nanos() as i64, Ordering::SeqCst);
+                    assert_eq!(n, 1, "read: {}", std::io::Error::last_os_error());
+                })
+            };
+            let b = gort::go({
+                let (sys_start, sys_end) = (sys_start.clone(), sys_end.clone());
+                move || {
+                    let mut x = 1u64;
+                    let mut start_tx = Some(start_tx);
+                    let mut w = Some(w);
+                    let mut child = None;
+                    let mut stall = -1i64;
+                    let mut last_yield = 0i64;
+                    loop {
+                        for _ in 0..16 {
+                            x = x
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
+                        }
+                        let now = base.elapsed().as_nanos() as i64;
+                        if start_tx.is_some() && now > warm.as_nanos() as i64 {
+                            let script = format!("sleep {:.3}; printf x", sleep_ms as f64 / 1000.0);
+                            child = Some(
+                                std::process::Command::new("/bin/sh")
+                                    .args(["-c", &script])
+                                    .stdout(w.take().unwrap())
+                                    .spawn()
+                                    .expect("writer"),
+                            );
+                            drop(start_tx.take()); // A -> runnext
+                            gort::yield_now(); // A runs now and enters read(2)
+                            continue;
+                        }
+                        if stall < 0 {
+                            let s = sys_start.load(Ordering::SeqCst);
+                            if s != 0 && now > s {
+                                stall = now - s;
+                            }
+                        }
+                        let e = sys_end.load(Ordering::SeqCst);
+                        if e != 0 && now > e {
+                            break;
+                        }
+                        // Go's B is preempted (10 ms quantum), so that A, back from read(2)
+                        // without its P, can stamp its end; until gort preempts, B yields
+                        // every 1 ms.
+                        if now - last_yield > 1_000_000 {
+                            last_yield = now;
+                            gort::yield_now();
+                        }
+                    }
+                    std::hint::black_box(x);
+                    child.unwrap().wait().unwrap();
+                    stall
+                }
+            });
+            a.join().unwrap();
+            let stall = b.join().unwrap();
+            let read = sys_end.load(Ordering::SeqCst) - sys_start.load(Ordering::SeqCst);
+            (stall, read)
+        });
+        stalls.push(Duration::from_nanos(stall.max(0) as u64));
+        reads.push(Duration::from_nanos(read.max(0) as u64));
+    }
+    stalls.sort();
+    reads.sort();
+    let pct = |v: &[Duration], p: f64| {
+        let k = ((v.len() as f64 * p / 100.0 + 0.999999) as usize).max(1) - 1;
+        v[k]
+    };
+    let us = |d: Duration| round(d.as_nanos() as f64 / 1e3, 1);
+    emit("handoff_stall_median", us(pct(&stalls, 50.0)), "us");
+    emit("handoff_stall_min", us(stalls[0]), "us");
+    emit("handoff_stall_max", us(stalls[stalls.len() - 1]), "us");
+    emit("handoff_read_duration_median", us(pct(&reads, 50.0)), "us");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else { usage() };
@@ -292,6 +417,7 @@ fn main() {
         "spawn" => cmd_spawn(&parse_flags(rest, &["n"])),
         "memory" => cmd_memory(&parse_flags(rest, &["n"])),
         "chanpingpong" => cmd_chanpingpong(&parse_flags(rest, &["n"])),
+        "handoff" => cmd_handoff(&parse_flags(rest, &["trials", "sleep"])),
         _ => usage(),
     }
 }

@@ -203,4 +203,39 @@ mod api {
     pub fn stats() -> Stats {
         with_current(crate::stats::collect)
     }
+
+    /// Run `f`, which may block in the kernel (a blocking `read(2)`, a C library call), without
+    /// stalling other goroutines: the caller's P is frozen while `f` runs, and if `f` lasts
+    /// longer than a sysmon tick (≥ 20 µs) while other goroutines wait, the P is handed to
+    /// another thread (Go's `entersyscall`/`exitsyscall`). Returns `f`'s result; the goroutine
+    /// may continue on another thread afterwards. Costs two uncontended atomic operations
+    /// when `f` is short. On a plain thread (not a goroutine), just calls `f`.
+    ///
+    /// `f` runs on the calling thread; it may call back into gort (a runtime call that needs
+    /// the P ends the syscall state first).
+    ///
+    /// ```
+    /// let pid = gort::run(|| gort::syscall(|| unsafe { libc::getpid() }));
+    /// assert!(pid > 0);
+    /// ```
+    #[inline]
+    pub fn syscall<R>(f: impl FnOnce() -> R) -> R {
+        crate::sched::syscall::syscall(f)
+    }
+
+    /// Wire the calling goroutine to its current OS thread (Go's `runtime.LockOSThread`):
+    /// until a matching [`unlock_os_thread`], it runs only on this thread, and the thread runs
+    /// no other goroutine. Calls nest (the goroutine stays locked until as many unlocks).
+    /// While the goroutine parks, its thread sleeps and its P runs other goroutines on another
+    /// thread. If the goroutine returns while locked, its thread exits instead of running other
+    /// goroutines (as in Go: the thread may carry state the goroutine changed). On a plain
+    /// thread, does nothing.
+    pub fn lock_os_thread() {
+        crate::sched::syscall::lock_thread(false)
+    }
+
+    /// Undo one [`lock_os_thread`]. Without a matching lock, does nothing.
+    pub fn unlock_os_thread() {
+        crate::sched::syscall::unlock_thread(false)
+    }
 }

@@ -277,6 +277,7 @@ impl Sched {
                 midle: Vec::new(),
                 mcount: 0,
                 allm: Vec::new(),
+                mlocked: Vec::new(),
             }),
             gfree: Mutex::new(GlobalFree {
                 warm: crate::sched::g::GQueue::new(),
@@ -294,6 +295,9 @@ impl Sched {
             retired_counters: PCounters::default(),
             timers: crate::time::SchedTimers::new(),
             netpoll: crate::netpoll::Poller::new(),
+            mlocked: AtomicU64::new(0),
+            quantum_ns: cfg.quantum.as_nanos().min(u64::MAX as u128) as u64,
+            sysmon: crate::sched::sysmon::Shared::new(),
         });
         s.resize(cfg.procs);
         s
@@ -361,9 +365,11 @@ impl Sched {
         if self.shutting_down.swap(true, Ordering::SeqCst) {
             return;
         }
+        crate::sched::sysmon::stop(self);
         {
             let mut sy = self.lock();
-            for m in sy.midle.drain(..) {
+            let locked: Vec<*mut crate::sched::m::M> = sy.mlocked.drain(..).collect();
+            for m in locked.into_iter().chain(sy.midle.drain(..)) {
                 // SAFETY: idle Ms are alive and asleep (or about to sleep) on their notes.
                 let mr = unsafe { &*m };
                 mr.nextp.store(std::ptr::null_mut(), Ordering::Relaxed);

@@ -59,6 +59,28 @@ pub struct Stats {
     pub net_blocking_polls: u64,
     /// Goroutines (and plain threads) readied by the network poller.
     pub net_readied: u64,
+    /// `gort::syscall` calls by goroutines.
+    pub syscalls: u64,
+    /// Ps sysmon took from a goroutine blocked in `gort::syscall` with work waiting on the P
+    /// (its run queue or due timers).
+    pub handoffs_syscall_work: u64,
+    /// Ps taken from a syscall because no other thread was spinning or idle.
+    pub handoffs_syscall_idle: u64,
+    /// Ps taken from a syscall that lasted 10 ms.
+    pub handoffs_syscall_long: u64,
+    /// Ps taken from a goroutine that blocked in the kernel (or ran foreign code) without
+    /// `gort::syscall`.
+    pub handoffs_foreign: u64,
+    /// Whether foreign blocking is detected here (needs `/proc/self/task/<tid>/schedstat`).
+    pub foreign_detection: bool,
+    /// OS threads (Ms) alive now.
+    pub threads_live: usize,
+    /// Ms idle (asleep on the idle list) at snapshot time.
+    pub threads_idle: usize,
+    /// Ms with a goroutine locked to them (`lock_os_thread`) at snapshot time.
+    pub threads_locked: usize,
+    /// sysmon rounds so far.
+    pub sysmon_rounds: u64,
     /// How stack guard pages are made: `"madvise"` (`MADV_GUARD_INSTALL`, Linux ≥ 6.13, no
     /// extra mapping per stack) or `"mprotect"` (two mappings per stack, bounded by
     /// `vm.max_map_count`).
@@ -96,6 +118,16 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         net_polls: np.polls,
         net_blocking_polls: np.blocking_polls,
         net_readied: np.readied,
+        syscalls: t[10],
+        handoffs_syscall_work: s.sysmon.handoffs[0].load(Ordering::Relaxed),
+        handoffs_syscall_idle: s.sysmon.handoffs[1].load(Ordering::Relaxed),
+        handoffs_syscall_long: s.sysmon.handoffs[2].load(Ordering::Relaxed),
+        handoffs_foreign: s.sysmon.handoffs[3].load(Ordering::Relaxed),
+        foreign_detection: s.sysmon.foreign_detection.load(Ordering::Relaxed),
+        threads_live: *s.mlive.lock().unwrap_or_else(|e| e.into_inner()),
+        threads_idle: s.lock().midle.len(),
+        threads_locked: s.mlocked.load(Ordering::Relaxed) as usize,
+        sysmon_rounds: s.sysmon.rounds.load(Ordering::Relaxed),
         stack_guard: match crate::stack::guard_mode() {
             crate::stack::GuardMode::MadviseGuard => "madvise",
             crate::stack::GuardMode::Mprotect => "mprotect",
@@ -125,6 +157,8 @@ impl fmt::Display for Stats {
             "yields={} parks={}  queued: local={} global={}  idle_procs={} spinning={}\n\
              timers: run={} pending={}\n\
              netpoll: polls={} blocking={} readied={}\n\
+             syscalls={} handoffs: syscall work={} idle={} long={} foreign={}{}\n\
+             threads: live={} idle={} locked={}  sysmon rounds={}\n\
              stacks: {} mapped, {} MiB reserved, guards by {}",
             self.yields,
             self.parks,
@@ -137,6 +171,20 @@ impl fmt::Display for Stats {
             self.net_polls,
             self.net_blocking_polls,
             self.net_readied,
+            self.syscalls,
+            self.handoffs_syscall_work,
+            self.handoffs_syscall_idle,
+            self.handoffs_syscall_long,
+            self.handoffs_foreign,
+            if self.foreign_detection {
+                ""
+            } else {
+                " (foreign detection unavailable)"
+            },
+            self.threads_live,
+            self.threads_idle,
+            self.threads_locked,
+            self.sysmon_rounds,
             self.stacks_mapped,
             self.stack_reserved_bytes >> 20,
             self.stack_guard

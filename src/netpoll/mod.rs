@@ -348,7 +348,6 @@ pub(crate) fn ensure_poller(s: &Sched) {
 /// no M blocks in the poller, and nobody polled for [`SYSMON_POLL_NS`], poll without blocking
 /// and ready the goroutines onto the global queue (sysmon holds no P). Returns how many it
 /// readied.
-#[allow(dead_code)] // called by sysmon (branch issue4-syscall)
 pub(crate) fn sysmon_poll(s: &Sched, now: u64) -> usize {
     let np = &s.netpoll;
     // Relaxed (all): heuristics; a missed poll is caught at the next sysmon tick.

@@ -77,6 +77,10 @@ pub(crate) struct G {
     /// allocation until it uses one; emptied by the goroutine itself as it exits
     /// (`local::goroutine_exit`), so a reused G starts fresh.
     pub(crate) locals: crate::local::Locals,
+    /// The M this goroutine is locked to (`lock_os_thread`, or a temporary runtime lock), or
+    /// null (Go's `g.lockedm`). Written by the goroutine itself while it runs; read by the M
+    /// that dequeues it (the queue's release/acquire orders it).
+    pub(crate) lockedm: *mut crate::sched::m::M,
 }
 
 // SAFETY: a G moves between threads only through queues/CASes that hand ownership over with
@@ -96,6 +100,7 @@ impl G {
             sched,
             name: None,
             locals: crate::local::Locals::new(),
+            lockedm: ptr::null_mut(),
         })
     }
 

@@ -48,6 +48,8 @@ pub(crate) fn pidleget(s: &Sched, sy: &mut Synced) -> Option<*mut P> {
             pr.cas_status(PStatus::Idle, PStatus::Dead);
             continue;
         }
+        // A P leaves the idle list: sysmon must watch again if it sleeps deeply.
+        crate::sched::sysmon::p_left_idle(s);
         return Some(p);
     }
     None
@@ -57,9 +59,10 @@ pub(crate) fn pidleget(s: &Sched, sy: &mut Synced) -> Option<*mut P> {
 pub(crate) fn acquirep(m: &M, p: *mut P) {
     // SAFETY: `p` came off the idle list (or was handed to us with nextp): nobody else holds it.
     let pr = unsafe { &*p };
-    pr.cas_status(PStatus::Idle, PStatus::Running);
-    // Relaxed: diagnostics only.
+    let w = pr.cas_status(PStatus::Idle, PStatus::Running);
+    // Relaxed: read by sysmon as a hint (it re-checks the status word before acting).
     pr.m.store(m as *const M as *mut M, Ordering::Relaxed);
+    m.pword.set(w);
     m.p.set(p);
     if m.sched.pin {
         m.pin(pr.cpu);
@@ -168,9 +171,10 @@ pub(crate) fn startm(s: &Sched, p: *mut P, spinning: bool) {
         }
         None if may_create => newm(s, p, spinning),
         None => fatal_fmt(format_args!(
-            "thread limit exhausted: {} Ms exist and max_threads is {} \
+            "thread limit of {} exceeded: every M is busy (blocked in syscalls, locked to \
+             goroutines) and another is needed to run the Ps \
              (raise it with Runtime::builder().max_threads(n))",
-            s.max_threads, s.max_threads
+            s.max_threads
         )),
     }
 }
@@ -193,6 +197,7 @@ fn newm(s: &Sched, p: *mut P, spinning: bool) {
         let mut sy = s.lock();
         sy.allm.push(mp);
     }
+    crate::sched::sysmon::ensure_started(s);
     {
         let mut live = s.mlive.lock().unwrap_or_else(|e| e.into_inner());
         *live += 1;

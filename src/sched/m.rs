@@ -3,14 +3,19 @@
 //! Each M runs its scheduler loop on its own pthread stack, which plays Go's g0: goroutines
 //! switch to it (`mcall`) to yield, park or exit, and it picks the next G. The M's fields are
 //! touched only by its own thread, except `nextp`/`wake_spinning` (written by the M that wakes
-//! it, before `park.wake()`'s release) and `tid` (read by diagnostics and, later, preemption).
+//! it, before `park.wake()`'s release), and the atomics sysmon reads (`tid`, `rt_blocking`,
+//! `foreign_since`).
 //!
 //! # States
-//! running a G (`curg` set, holds a P) · in the scheduler on g0 (holds a P, maybe spinning) ·
-//! idle (on the idle-M list, asleep on `park`, no P) · exited (shutdown).
+//! running a G (`curg` set, holds a P) · in a syscall (`curg` set, no P, `oldp` set:
+//! `syscall.rs`) · running a G without a P (sysmon took it while the M blocked in foreign code;
+//! `p` still set but no longer ours, found out at the next runtime call) · in the scheduler on
+//! g0 (holds a P, maybe spinning) · idle (on the idle-M list, asleep on `park`, no P) · locked
+//! and waiting (its locked G is not running: asleep on `park`, on `Synced::mlocked`) · exited
+//! (shutdown, or its locked goroutine exited).
 
 use crate::arch::Context;
-use crate::loom::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
+use crate::loom::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use crate::sched::Sched;
 use crate::sched::g::G;
 use crate::sched::note::Note;
@@ -33,6 +38,9 @@ pub(crate) enum Action {
     Park,
     /// The G finished: free it.
     Exit,
+    /// The G lost its P (a syscall or foreign blocking call outlasted sysmon's patience) and
+    /// found no idle one: it goes to the global queue (`syscall.rs`, exitsyscall's slow path).
+    NoP,
 }
 
 pub(crate) type ParkFn = unsafe fn(*mut G, usize) -> bool;
@@ -64,6 +72,31 @@ pub(crate) struct M {
     /// thread exits (an `Arc` inside the M itself would be a cycle: the runtime frees its Ms).
     pub(crate) keepalive: Cell<Option<Arc<Sched>>>,
     pub(crate) tid: AtomicI32,
+    /// The word this M installed in its P's status (`p.rs`): "still mine?" is `p.word() ==
+    /// pword`. Own thread only.
+    pub(crate) pword: Cell<u64>,
+    /// The P this M held when it entered `gort::syscall` (Go's `m.oldp`). Own thread only.
+    pub(crate) oldp: Cell<*mut P>,
+    /// The goroutine locked to this M (Go's `m.lockedg`), or null. Own thread, and the M that
+    /// hands this one its P in `startlockedm` (after reading the G's `lockedm`).
+    pub(crate) lockedg: Cell<*mut G>,
+    /// `lock_os_thread` nesting (Go's `lockedExt`). Own thread only.
+    pub(crate) locked_ext: Cell<u32>,
+    /// Runtime-internal temporary locks (Go's `lockedInt`; preemption's ThreadHandoff). Own
+    /// thread only.
+    pub(crate) locked_int: Cell<u32>,
+    /// The M's locked goroutine exited while locked: the thread exits instead of running
+    /// anything else (Go's rule since 1.10). Own thread only.
+    pub(crate) exit_thread: Cell<bool>,
+    /// Nonzero while the M blocks inside the runtime itself holding a P (a contended scheduler
+    /// lock, the steal back-off, mmap of a stack): sysmon must not mistake that for foreign
+    /// blocking. Written by the own thread (Relaxed: read by sysmon only while this thread is
+    /// asleep in the kernel, after the context switch, a full barrier).
+    pub(crate) rt_blocking: AtomicU32,
+    /// When (`time::nanotime`) this M was seen running outside the executable's code, or 0.
+    /// Stamped by the preemption signal handler; sysmon retakes the P of an M that stayed
+    /// foreign for a quantum (`sysmon.rs`).
+    pub(crate) foreign_since: AtomicU64,
     /// The CPU (index into the allowed set) this thread is pinned to, -1 if none.
     pub(crate) pinned: Cell<i32>,
     /// xorshift state for victim selection.
@@ -140,6 +173,14 @@ impl M {
             sched: SchedRef(Arc::as_ptr(&sched)),
             keepalive: Cell::new(Some(sched)),
             tid: AtomicI32::new(0),
+            pword: Cell::new(0),
+            oldp: Cell::new(ptr::null_mut()),
+            lockedg: Cell::new(ptr::null_mut()),
+            locked_ext: Cell::new(0),
+            locked_int: Cell::new(0),
+            exit_thread: Cell::new(false),
+            rt_blocking: AtomicU32::new(0),
+            foreign_since: AtomicU64::new(0),
             pinned: Cell::new(-1),
             rand: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)),
         })

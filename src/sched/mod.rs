@@ -71,9 +71,14 @@ pub(crate) mod note;
 #[cfg(not(loom))]
 pub(crate) mod p;
 pub(crate) mod park;
+pub(crate) mod pword;
 #[cfg(not(loom))]
 pub(crate) mod schedule;
 pub(crate) mod spin;
+#[cfg(not(loom))]
+pub(crate) mod syscall;
+#[cfg(not(loom))]
+pub(crate) mod sysmon;
 #[cfg(not(loom))]
 pub(crate) mod task;
 
@@ -100,6 +105,8 @@ mod imp {
         pub(crate) mcount: usize,
         /// Every M ever created (freed when the scheduler is dropped).
         pub(crate) allm: Vec<*mut M>,
+        /// Ms asleep in `stoplockedm`, waiting for their locked goroutine (`syscall.rs`).
+        pub(crate) mlocked: Vec<*mut M>,
     }
 
     /// The global free list of dead Gs with their stacks (Go's `sched.gFree`).
@@ -156,6 +163,12 @@ mod imp {
         pub(crate) timers: crate::time::SchedTimers,
         /// The network poller (created at the first socket; see `netpoll/mod.rs`).
         pub(crate) netpoll: crate::netpoll::Poller,
+        /// Ms with a goroutine locked to them (statistics).
+        pub(crate) mlocked: AtomicU64,
+        /// The preemption quantum in ns (also sysmon's foreign-blocking threshold).
+        pub(crate) quantum_ns: u64,
+        /// sysmon's thread, wake-up word and counters (`sysmon.rs`).
+        pub(crate) sysmon: super::sysmon::Shared,
     }
 
     // SAFETY: raw pointers inside are owned by the structures that hold them and guarded by the
@@ -168,7 +181,11 @@ mod imp {
         /// The scheduler lock.
         #[inline]
         pub(crate) fn lock(&self) -> crate::loom::MutexGuard<'_, Synced> {
-            match self.synced.lock() {
+            if let Ok(g) = self.synced.try_lock() {
+                return g;
+            }
+            // Contended: we may sleep in the kernel holding a P; tell sysmon it is us.
+            match super::syscall::runtime_blocking(|| self.synced.lock()) {
                 Ok(g) => g,
                 Err(_) => super::fatal("scheduler lock poisoned"),
             }

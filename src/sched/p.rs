@@ -6,10 +6,16 @@
 //! |-----------|---------------|-------------------|---------------------------------|
 //! | `Idle`    | no            | yes (under the sched lock) | whoever takes it off the list |
 //! | `Running` | yes (`m`)     | no                | that M only                     |
+//! | `Syscall` | no (its M is in `gort::syscall`, `m.oldp`) | no | nobody: the P is frozen; the M's exit CAS or sysmon's retake CAS decides the next owner |
+//! | `Retaking`| no (sysmon is checking that a foreign-blocked M is still asleep) | no | nobody: sysmon's decisive CAS, its revert, or the M's reclaim CAS decides |
 //! | `Dead`    | no            | no                | nobody (retired by a GOMAXPROCS decrease; revived by an increase) |
 //!
-//! (`Syscall` arrives with the syscall handoff work.) Transitions are CASes
-//! ([`P::cas_status`]); a failed one is a broken invariant, and fatal.
+//! The status word also carries an *epoch*, bumped by every transition: an M remembers the
+//! word it installed (`m.pword`), and "do I still own my P?" is one load and one compare
+//! against it (`sched/syscall.rs`, the choke point). Transitions are CASes
+//! ([`P::cas_status`]); a failed one is a broken invariant, and fatal — except that a
+//! `Running` P may be seen `Retaking` for a few microseconds (sysmon, see `sysmon.rs`), which
+//! `cas_status` waits out.
 //!
 //! Any thread may read the run queue (`runq.is_empty`, `len`) and steal from it; only the
 //! holding M pushes and pops. Owner-only fields live in `UnsafeCell`s and say so. The timer
@@ -22,13 +28,7 @@ use crate::sched::m::M;
 use crate::sched::runq::RunQueue;
 use std::cell::UnsafeCell;
 
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PStatus {
-    Idle = 0,
-    Running = 1,
-    Dead = 3,
-}
+pub(crate) use crate::sched::pword::{PStatus, next_word, word_state};
 
 /// A G free list owned by one P (Go's `p.gFree`): Gs with their stacks, ready for reuse.
 pub(crate) struct LocalFree {
@@ -50,6 +50,8 @@ pub(crate) struct PCounters {
     pub(crate) spills: AtomicU64,
     /// Timer callbacks run by the M holding this P (its own timers or other Ps').
     pub(crate) timers_run: AtomicU64,
+    /// `gort::syscall` entries by goroutines on this P.
+    pub(crate) syscalls: AtomicU64,
 }
 
 impl PCounters {
@@ -63,13 +65,17 @@ impl PCounters {
 
 pub(crate) struct P {
     pub(crate) id: u32,
-    status: AtomicU32,
-    /// The M holding this P (diagnostics and handoff; written by the holder).
+    /// `PStatus` in the low 8 bits, the epoch above (56 bits: never wraps in practice).
+    status: AtomicU64,
+    /// The M holding this P (diagnostics, sysmon's foreign-blocking check; written by the holder).
     pub(crate) m: AtomicPtr<M>,
+    /// Entries into `gort::syscall` (Go's `syscalltick`): written by the holder, read by sysmon
+    /// to tell one long syscall from many short ones.
+    pub(crate) syscalltick: AtomicU32,
     pub(crate) runq: RunQueue<G>,
     /// Scheduler ticks (Go's `schedtick`): incremented each time a G gets a new time slice.
-    /// Owner only.
-    pub(crate) schedtick: UnsafeCell<u32>,
+    /// Written by the holder only (Relaxed load + store); read by sysmon.
+    pub(crate) schedtick: AtomicU32,
     /// Owner only.
     pub(crate) gfree: UnsafeCell<LocalFree>,
     pub(crate) counters: PCounters,
@@ -89,10 +95,11 @@ impl P {
     pub(crate) fn new(id: u32, cpu: i32) -> P {
         P {
             id,
-            status: AtomicU32::new(PStatus::Idle as u32),
+            status: AtomicU64::new(PStatus::Idle as u64),
             m: AtomicPtr::new(std::ptr::null_mut()),
+            syscalltick: AtomicU32::new(0),
             runq: RunQueue::new(),
-            schedtick: UnsafeCell::new(0),
+            schedtick: AtomicU32::new(0),
             gfree: UnsafeCell::new(LocalFree {
                 list: crate::sched::g::GQueue::new(),
             }),
@@ -103,28 +110,59 @@ impl P {
     }
 
     pub(crate) fn status(&self) -> PStatus {
-        // Acquire: pairs with the release in `cas_status`.
-        match self.status.load(Ordering::Acquire) {
-            0 => PStatus::Idle,
-            1 => PStatus::Running,
-            _ => PStatus::Dead,
-        }
+        word_state(self.word())
     }
 
-    /// A failed transition means two Ms think they own the P: fatal.
-    pub(crate) fn cas_status(&self, from: PStatus, to: PStatus) {
+    /// Holder only: a G gets a new time slice.
+    #[inline]
+    pub(crate) fn bump_schedtick(&self) {
+        // Relaxed: single writer (the holder); sysmon only compares values across looks.
+        let t = self.schedtick.load(Ordering::Relaxed);
+        self.schedtick.store(t.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// The whole status word (state and epoch).
+    #[inline]
+    pub(crate) fn word(&self) -> u64 {
+        // Acquire: pairs with the release of whichever transition installed the word, so the
+        // owner-only fields handed over with it are visible.
+        self.status.load(Ordering::Acquire)
+    }
+
+    /// CAS the whole word. Whoever wins owns the P in the new state.
+    #[must_use]
+    #[inline]
+    pub(crate) fn cas_word(&self, old: u64, new: u64) -> bool {
         // AcqRel: the P's owner-only fields pass from the previous holder to the next.
-        if self
-            .status
-            .compare_exchange(from as u32, to as u32, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        self.status
+            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Move `from -> to`, bumping the epoch; returns the new word. A failed transition means
+    /// two Ms think they own the P: fatal. A `Running` P found `Retaking` is being checked by
+    /// sysmon, which resolves it within microseconds (it reverts: the holder is running, so its
+    /// thread is not asleep); wait for that.
+    pub(crate) fn cas_status(&self, from: PStatus, to: PStatus) -> u64 {
+        let mut spins = 0u32;
+        loop {
+            let w = self.word();
+            let state = word_state(w);
+            if state == from {
+                let new = next_word(w, to);
+                if self.cas_word(w, new) {
+                    return new;
+                }
+                continue;
+            }
+            if state == PStatus::Retaking && from == PStatus::Running && spins < 1_000_000 {
+                spins += 1;
+                std::thread::yield_now();
+                continue;
+            }
             crate::sched::fatal_fmt(format_args!(
                 "P{} status is {:?}, expected {:?} (moving to {:?})",
-                self.id,
-                self.status(),
-                from,
-                to
+                self.id, state, from, to
             ));
         }
     }

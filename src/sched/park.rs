@@ -148,8 +148,13 @@ mod imp {
             let mr = unsafe { &*m };
             let p = mr.p.get();
             if !p.is_null() && std::ptr::eq(&*mr.sched, s) {
-                // SAFETY: we hold `p`.
-                let pr = unsafe { &*p };
+                // Holding a P (g0, or a goroutine: checked, sysmon may have taken it).
+                let pr = if mr.curg.get().is_null() {
+                    // SAFETY: g0 holds `p`; sysmon never takes a P from g0 code.
+                    unsafe { &*p }
+                } else {
+                    crate::sched::syscall::current_p(mr).1
+                };
                 schedule::runqput(s, pr, g, true);
                 idle::wakep(s);
                 return;

@@ -38,7 +38,7 @@ use crate::sched::m::{Action, M, current_m};
 use crate::sched::p::{P, PCounters, PStatus};
 use crate::sched::runq::RUNQ_SIZE;
 use crate::sched::task::Task;
-use crate::sched::{Sched, Synced, fatal};
+use crate::sched::{Sched, Synced, fatal, syscall};
 use crate::stack::Stack;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -74,9 +74,31 @@ pub(crate) fn mexit(m: &M) {
 }
 
 fn schedule(m: &M) {
-    while let Some((g, inherit)) = find_runnable(m) {
+    loop {
+        if m.exit_thread.get() {
+            syscall::exit_locked_thread(m);
+            return;
+        }
+        let locked = m.lockedg.get();
+        if !locked.is_null() {
+            // Our locked goroutine stopped: sleep until someone dequeues it for us.
+            if !syscall::stoplockedm(m) {
+                return;
+            }
+            execute(m, locked, false);
+            continue;
+        }
+        let Some((g, inherit)) = find_runnable(m) else {
+            return;
+        };
         if m.spinning.get() {
             idle::reset_spinning(m);
+        }
+        // SAFETY: dequeued by us, so ours; `lockedm` was written while it last ran.
+        let lm = unsafe { (*g).lockedm };
+        if !lm.is_null() && !std::ptr::eq(lm, m) {
+            syscall::startlockedm(m, g);
+            continue;
         }
         execute(m, g, inherit);
     }
@@ -90,7 +112,7 @@ fn execute(m: &M, g: *mut G, mut inherit: bool) {
         // SAFETY: we hold `p`; `g` was dequeued by us, so we own it (see g.rs).
         unsafe {
             if !inherit {
-                *(*p).schedtick.get() += 1;
+                (*p).bump_schedtick();
             }
             (*g).set_status(Status::Running);
         }
@@ -101,6 +123,11 @@ fn execute(m: &M, g: *mut G, mut inherit: bool) {
         unsafe { arch::switch(m.g0.get(), &(*g).ctx, m as *const M as usize) };
         // The goroutine that came back is not necessarily `g`: it is `curg`.
         let back = m.curg.replace(std::ptr::null_mut());
+        if !m.lockedg.get().is_null() {
+            // Before `finish` makes the locked G visible to others: `stoplockedm` sleeps on the
+            // note, and whoever dequeues the G wakes it (startlockedm).
+            m.park.clear();
+        }
         match finish(m, back, m.action.replace(Action::None), true) {
             Some(again) => {
                 // Not parked after all: resume it at once, same time slice.
@@ -119,7 +146,11 @@ fn execute(m: &M, g: *mut G, mut inherit: bool) {
 #[inline]
 fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
     let s = &*m.sched;
-    // SAFETY: we still hold our P (nothing takes a P from a running M yet).
+    if action == Action::NoP {
+        syscall::nop_finish(s, g);
+        return None;
+    }
+    // SAFETY: every other action comes from a goroutine whose M holds a P (`mcall` checked).
     let pr = unsafe { &*m.p.get() };
     match action {
         Action::Backoff => {
@@ -150,8 +181,8 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
             unsafe { (*g).set_status(Status::Waiting) };
             let f = m.park_fn.take();
             let arg = m.park_arg.get();
-            // SAFETY: gopark's contract: `f` is valid for `(g, arg)`.
             let parked = match f {
+                // SAFETY: gopark's contract: `f` is valid for `(g, arg)`.
                 Some(f) => unsafe { f(g, arg) },
                 None => true,
             };
@@ -170,6 +201,10 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
         }
         Action::Exit => {
             PCounters::bump(&pr.counters.completed);
+            // SAFETY: the dead G is ours.
+            if !unsafe { (*g).lockedm }.is_null() {
+                syscall::locked_exit(m, g);
+            }
             // SAFETY: the G finished and we are off its stack; its struct is ours.
             unsafe {
                 (*g).set_status(Status::Dead);
@@ -179,7 +214,7 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
             gfput(s, pr, g);
             None
         }
-        Action::None => fatal("goroutine stopped without an action"),
+        Action::None | Action::NoP => fatal("goroutine stopped without an action"),
     }
 }
 
@@ -198,12 +233,19 @@ fn next_local(m: &M) -> Option<(*mut G, bool)> {
     {
         return None;
     }
-    // SAFETY: owner-only field of the P we hold.
-    let tick = unsafe { *pr.schedtick.get() };
+    // Relaxed: owner-written field of the P we hold.
+    let tick = pr.schedtick.load(Ordering::Relaxed);
     if tick % GLOBAL_CHECK_TICKS == 0 && s.runqsize.load(Ordering::Relaxed) > 0 {
         return None;
     }
     let (g, inherit) = pr.runq.pop()?;
+    // SAFETY: dequeued by us, so ours.
+    let lm = unsafe { (*g.as_ptr()).lockedm };
+    if !lm.is_null() && !std::ptr::eq(lm, m) {
+        // Locked to another M: g0 hands our P over (`startlockedm`). Back where it was.
+        runqput(s, pr, g.as_ptr(), true);
+        return None;
+    }
     PCounters::bump(if inherit {
         &pr.counters.runnext_hits
     } else {
@@ -224,13 +266,25 @@ fn next_local(m: &M) -> Option<(*mut G, bool)> {
 /// Returns when the goroutine is resumed (possibly on another M).
 #[inline(never)]
 pub(crate) fn mcall(m: &M, action: Action) {
+    // The choke point: is the P still ours (sysmon may have taken it while we blocked)?
+    let m = if syscall::owns(m, m.p.get()) {
+        m
+    } else {
+        syscall::regain_p(m)
+    };
     let g = m.curg.get();
-    let resumed_on = match next_local(m) {
+    // A locked M runs nothing else: always through g0 (`stoplockedm`).
+    let next = if m.lockedg.get().is_null() {
+        next_local(m)
+    } else {
+        None
+    };
+    let resumed_on = match next {
         Some((next, inherit)) => {
             // SAFETY: we hold the P; `next` was dequeued by us, so it is ours.
             unsafe {
                 if !inherit {
-                    *(*m.p.get()).schedtick.get() += 1;
+                    (*m.p.get()).bump_schedtick();
                 }
                 (*next).set_status(Status::Running);
             }
@@ -331,8 +385,8 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
         crate::time::check_timers(pr);
 
         // 1. Fairness: the global queue every 61 ticks.
-        // SAFETY: owner-only field of the P we hold.
-        let tick = unsafe { *pr.schedtick.get() };
+        // Relaxed: owner-written field of the P we hold.
+        let tick = pr.schedtick.load(Ordering::Relaxed);
         if tick % GLOBAL_CHECK_TICKS == 0 && s.runqsize.load(Ordering::Relaxed) > 0 {
             let g = {
                 let mut sy = s.lock();
@@ -392,7 +446,7 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
         // 5. Give the P up, re-checking the global queue under the lock.
         {
             let mut sy = s.lock();
-            if sy.runq.len() > 0 {
+            if !sy.runq.is_empty() {
                 let g = globrunqget(s, &mut sy, pr, 0);
                 drop(sy);
                 if let Some(g) = g {
@@ -507,7 +561,9 @@ fn steal_work(m: &M, s: &Sched, pr: &P) -> Option<*mut G> {
             // move the ping-pong pair apart.
             let delay = || {
                 if victim.status() == PStatus::Running {
-                    std::thread::sleep(std::time::Duration::from_micros(3));
+                    syscall::runtime_blocking(|| {
+                        std::thread::sleep(std::time::Duration::from_micros(3))
+                    });
                 }
             };
             if let Some(g) = victim.runq.steal_into_with(&pr.runq, steal_runnext, delay) {
@@ -572,8 +628,8 @@ fn globrunqget(s: &Sched, sy: &mut Synced, p: &P, max: usize) -> Option<*mut G> 
     let mut k = 0;
     for _ in 1..n {
         match sy.runq.pop_front() {
-            // SAFETY: queue entries are non-null.
             Some(g) => {
+                // SAFETY: queue entries are non-null.
                 batch[k] = Some(unsafe { NonNull::new_unchecked(g) });
                 k += 1;
             }
@@ -615,10 +671,9 @@ pub(crate) fn spawn(
     if !m.is_null() {
         // SAFETY: this thread's M.
         let mr = unsafe { &*m };
-        let p = mr.p.get();
-        if !p.is_null() && std::ptr::eq(&*mr.sched, s) {
-            // SAFETY: we hold `p`.
-            local = Some(unsafe { &*p });
+        if !mr.curg.get().is_null() && std::ptr::eq(&*mr.sched, s) && mr.oldp.get().is_null() {
+            // A goroutine of `s` (not inside `gort::syscall`): its P, checked.
+            local = Some(syscall::current_p(mr).1);
         }
     }
     let g = match gfget(s, local, stack_size) {
@@ -666,7 +721,7 @@ pub(crate) fn spawn(
 }
 
 fn new_g(s: &Sched, stack_size: usize) -> std::io::Result<*mut G> {
-    let stack = Stack::alloc(stack_size)?;
+    let stack = syscall::runtime_blocking(|| Stack::alloc(stack_size))?;
     let mut g = G::new(s);
     g.stack = Some(stack);
     let g = Box::into_raw(g);
@@ -704,7 +759,7 @@ fn gfget(s: &Sched, p: Option<&P>, size: usize) -> Option<*mut G> {
     if gr.stack.as_ref().map(|st| st.size()) != Some(size) {
         // Wrong size (a Builder::stack_size spawn): swap the stack.
         gr.stack = None;
-        match Stack::alloc(size) {
+        match syscall::runtime_blocking(|| Stack::alloc(size)) {
             Ok(st) => gr.stack = Some(st),
             Err(_) => {
                 // Put it back without a stack? Simpler: keep a default one next time.
@@ -892,10 +947,10 @@ fn scavenge(s: &Sched) {
 }
 
 /// Snapshot of every P's counters plus the retired ones.
-pub(crate) fn sum_counters(s: &Sched) -> [u64; 10] {
-    let mut t = [0u64; 10];
+pub(crate) fn sum_counters(s: &Sched) -> [u64; 11] {
+    let mut t = [0u64; 11];
     let n = s.nprocs_created.load(Ordering::Acquire) as usize;
-    let add = |t: &mut [u64; 10], c: &PCounters| {
+    let add = |t: &mut [u64; 11], c: &PCounters| {
         // Relaxed: statistics.
         let v = [
             &c.spawned,
@@ -908,6 +963,7 @@ pub(crate) fn sum_counters(s: &Sched) -> [u64; 10] {
             &c.parks,
             &c.spills,
             &c.timers_run,
+            &c.syscalls,
         ];
         for (i, a) in v.iter().enumerate() {
             t[i] += a.load(Ordering::Relaxed);

@@ -1,0 +1,545 @@
+//! sysmon: the runtime's watchdog thread (Go's `sysmon`) — retakes Ps from syscalls and from
+//! Ms blocked in foreign code, and hosts the other periodic checks.
+//!
+//! # Model
+//! One thread per runtime, started with its first M and stopped (joined) by shutdown. It is
+//! not an M: it holds no P, runs no goroutine, and is not counted against `max_threads` (as
+//! Go's). It sleeps, looks at every P, acts, and sleeps again:
+//!
+//! * **Period** (Go's constants): 20 µs while it finds things to do; after 50 idle rounds the
+//!   sleep doubles each round, up to 10 ms. Its thread asks for 1 ns timer slack
+//!   (`PR_SET_TIMERSLACK`; the default 50 µs would make a 20 µs sleep last 70 µs).
+//! * **Deep sleep**: when every P is idle (none running, none in a syscall), there is nothing
+//!   to watch: it sleeps on its futex word without a timeout, so an idle process has no
+//!   periodic wake-ups. A P leaves the idle list only through `pidleget`, under the scheduler
+//!   lock; sysmon decides to sleep deeply under the same lock after seeing every P idle, so
+//!   `pidleget` either sees `DEEP` and wakes it ([`p_left_idle`]) or made a P busy before
+//!   sysmon looked. Cost on the hot paths: none (yield and spawn never take a P off the idle
+//!   list when every P is busy; `pidleget` pays one Relaxed load).
+//! * **Nudge**: a sysmon backed off to 10 ms would retake a blocked syscall's P after up to
+//!   20 ms. So `entersyscall` on a P with work queued (its ring, or the global queue), while
+//!   sysmon sleeps longer than its base period, wakes it ([`syscall_entered`]): sysmon goes
+//!   looks at once, and retakes the P once the syscall has lasted one base period (20 µs),
+//!   counted from the nudge (the nudger stamps the time: one clock read, on the rare nudging
+//!   path only) — so a sysmon that takes 20 µs to wake up retakes at its first look. That is
+//!   the ≤ 50 µs handoff: the nudge's wake-up, then `startm`'s. Coalesced: a nudge does not
+//!   reset sysmon's back-off (only a retake does, as in Go), and after one nudge sysmon
+//!   ignores nudges for its next period, so a loop of short syscalls with work queued pays
+//!   one futex wake per sysmon period (≤ 10 ms) and keeps sysmon at its backed-off pace;
+//!   without queued work, or with sysmon at its base period, entersyscall pays one Relaxed
+//!   load.
+//!
+//! # What it checks, per P (`retake`, Go's `sysmontick` bookkeeping)
+//! sysmon keeps, per P, the `schedtick` it last saw and when it first saw it (so "this P has
+//! run the same goroutine for X" is `now - schedwhen`), and the same for `syscalltick`.
+//! * **P in `Syscall`** for a whole tick (the same `syscalltick` at two looks): retake if it
+//!   has work (ring not empty, or timers due), or if no M spins or idles (nobody would pick
+//!   up new work), and after 10 ms regardless (Go's `retake`). The CAS protocol with
+//!   exitsyscall is in `syscall.rs`.
+//! * **P `Running` one goroutine for a quantum** (config `quantum`, `GORT_QUANTUM_US`, at least
+//!   two base periods): the place for every "ran too long" check. Here: *foreign blocking* —
+//!   the goroutine blocks in the kernel without `gort::syscall` (std::fs, a std Mutex,
+//!   `thread::sleep`, a C library). Detection reads the M's thread state from
+//!   `/proc/self/task/<tid>/stat` (`S` or `D`: asleep in the kernel), `.../syscall` (in a
+//!   system call — not a page fault, which runtime code can take too) and its CPU time from
+//!   `.../schedstat` (files kept open, one `pread` each); it must see the thread asleep at two
+//!   looks a tick apart with no CPU time in between. Then [`retake_foreign`]: the P goes
+//!   `Running -> Retaking`, sysmon looks once more (still asleep, still no CPU time: the M
+//!   has not run since before the CAS, so its next runtime call will see the new word), and
+//!   takes it (`Retaking -> Running`, sysmon holding) for `handoffp`; otherwise it reverts
+//!   the word exactly, or loses to the M's reclaim CAS. The M's side (the choke point) is in
+//!   `syscall.rs`. Cost: nothing unless a goroutine ran a whole quantum; then two `pread`s per
+//!   look at that P. The M field `foreign_since` is the second detector's stamp (set by the
+//!   preemption handler when it sees the M outside the executable's code); an M stamped for a
+//!   quantum is retaken through the same [`retake_foreign`].
+//!
+//! Other engineers' checks slot into the same loop: preemption requests sit next to the
+//! foreign-blocking check (same `ran` condition); the network poll (`netpoll::sysmon_poll`: poll if
+//! nobody has for 10 ms) goes before the P scan in [`Sysmon::tick`], in Go's order.
+//!
+//! Rejected: a timer-driven sysmon in the scheduler (an M that blocks cannot watch itself);
+//! sysmon waking every 20 µs forever (an idle process must not burn CPU); signalling the
+//! blocked thread to find out where it is (interrupting `read(2)` changes user-visible
+//! behaviour for code that does not retry EINTR; /proc costs nothing to the watched thread).
+
+use crate::loom::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::sched::note::{futex_wait, futex_wake};
+use crate::sched::p::{P, PStatus, next_word, word_state};
+use crate::sched::syscall::{Reason, handoffp};
+use crate::sched::{Sched, fatal_fmt};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+/// Base period (Go's 20 µs).
+const BASE_DELAY_NS: u64 = 20_000;
+/// Longest period (Go's 10 ms).
+const MAX_DELAY_NS: u64 = 10_000_000;
+/// Idle rounds before the period starts doubling (Go's 50).
+const IDLE_ROUNDS: u32 = 50;
+/// A P in a syscall this long is retaken even with nothing to do (Go's 10 ms).
+const SYSCALL_FORCE_NS: u64 = 10_000_000;
+
+/// `Shared::state`: sysmon looks every base period (nudges are pointless).
+const AWAKE: u32 = 0;
+/// Sleeping longer than the base period: a syscall with queued work nudges it.
+const LONG: u32 = 1;
+/// Sleeping without a timeout: every P idle; `pidleget` wakes it.
+const DEEP: u32 = 2;
+
+/// The part of sysmon the rest of the runtime touches (in `Sched`).
+pub(crate) struct Shared {
+    /// Futex word: 1 = woken (nudge, P left idle, stop), 0 = nothing. sysmon resets it.
+    word: AtomicU32,
+    /// AWAKE / LONG / DEEP (DEEP only under the scheduler lock).
+    state: AtomicU32,
+    started: AtomicBool,
+    stop: AtomicBool,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Ps retaken, by [`Reason`] (written by sysmon only).
+    pub(crate) handoffs: [AtomicU64; 4],
+    /// sysmon rounds (statistics).
+    pub(crate) rounds: AtomicU64,
+    /// The last nudge: `P id << 32 | syscalltick` and when (`time::nanotime`). Written by the
+    /// nudger before its wake-up (Release), read by sysmon after (Acquire): the syscall is
+    /// known to have begun by then, so sysmon's first look can already count from it.
+    nudge_key: AtomicU64,
+    nudge_at: AtomicU64,
+    /// Foreign-blocking detection works here (`/proc/self/task/<tid>/schedstat` readable).
+    pub(crate) foreign_detection: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Shared {
+        Shared {
+            word: AtomicU32::new(0),
+            state: AtomicU32::new(AWAKE),
+            started: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            thread: std::sync::Mutex::new(None),
+            handoffs: Default::default(),
+            rounds: AtomicU64::new(0),
+            nudge_key: AtomicU64::new(u64::MAX),
+            nudge_at: AtomicU64::new(0),
+            foreign_detection: AtomicBool::new(true),
+        }
+    }
+
+    /// Wake sysmon if it is not already woken. Any thread.
+    fn wake(&self) {
+        // Relaxed pre-check keeps a burst of wakers off the cache line; the swap decides.
+        // Release: pairs with sysmon's Acquire swap: what the waker published is seen.
+        if self.word.load(Ordering::Relaxed) == 0 && self.word.swap(1, Ordering::Release) == 0 {
+            futex_wake(&self.word, 1);
+        }
+    }
+}
+
+/// Start sysmon with the runtime's first M. Any thread.
+pub(crate) fn ensure_started(s: &Sched) {
+    // Relaxed pre-check; the swap makes one caller the starter.
+    if s.sysmon.started.load(Ordering::Relaxed) || s.sysmon.started.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let sp = s as *const Sched as usize;
+    let t = std::thread::Builder::new()
+        .name("gort-sysmon".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            // SAFETY: shutdown joins this thread (`stop`) before the runtime can be dropped.
+            let s = unsafe { &*(sp as *const Sched) };
+            Sysmon::new().run(s);
+        });
+    match t {
+        Ok(h) => *s.sysmon.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(h),
+        Err(e) => fatal_fmt(format_args!("cannot start sysmon's thread: {e}")),
+    }
+}
+
+/// Stop sysmon and wait for its thread (shutdown; `shutting_down` is already set).
+pub(crate) fn stop(s: &Sched) {
+    // Release: pairs with sysmon's Acquire load after waking.
+    s.sysmon.stop.store(true, Ordering::Release);
+    let h = s
+        .sysmon
+        .thread
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(h) = h {
+        {
+            // Under the lock, so that a deep sleep decided under it is seen and ended.
+            let _sy = s.lock();
+            // Relaxed: under the lock, as every DEEP transition.
+            s.sysmon.state.store(AWAKE, Ordering::Relaxed);
+        }
+        s.sysmon.wake();
+        let _ = h.join();
+    }
+}
+
+/// A P leaves the idle list (`pidleget`). Scheduler lock held.
+#[inline]
+pub(crate) fn p_left_idle(s: &Sched) {
+    // Relaxed: DEEP is set and cleared under the scheduler lock, which we hold.
+    if s.sysmon.state.load(Ordering::Relaxed) == DEEP {
+        s.sysmon.state.store(AWAKE, Ordering::Relaxed);
+        s.sysmon.wake();
+    }
+}
+
+/// `entersyscall` froze `p`: if work waits and sysmon sleeps long, nudge it (module docs).
+#[inline]
+pub(crate) fn syscall_entered(s: &Sched, p: &P) {
+    // Relaxed: a hint; a missed nudge costs latency (sysmon's next look), never correctness.
+    if s.sysmon.state.load(Ordering::Relaxed) == AWAKE {
+        return;
+    }
+    if (!p.runq.is_empty() || s.runqsize.load(Ordering::Relaxed) > 0)
+        && s.sysmon.word.load(Ordering::Relaxed) == 0
+    {
+        // Relaxed (both): published by the Release swap in `wake`.
+        let tick = p.syscalltick.load(Ordering::Relaxed);
+        s.sysmon
+            .nudge_key
+            .store(u64::from(p.id) << 32 | u64::from(tick), Ordering::Relaxed);
+        s.sysmon
+            .nudge_at
+            .store(crate::time::nanotime(), Ordering::Relaxed);
+        s.sysmon.wake();
+    }
+}
+
+/// What sysmon remembers about one P (Go's `sysmontick`, plus the foreign-blocking watch).
+#[derive(Default)]
+struct PRecord {
+    schedtick: u32,
+    /// When sysmon first saw `schedtick` (ns).
+    schedwhen: u64,
+    syscalltick: u32,
+    syscallwhen: u64,
+    /// The P's M's thread, watched once its goroutine ran a quantum.
+    watch: Option<ThreadWatch>,
+}
+
+/// Open /proc files of one thread, and its CPU time when last seen asleep.
+struct ThreadWatch {
+    tid: i32,
+    stat: File,
+    schedstat: File,
+    syscall: File,
+    asleep_at: Option<u64>,
+}
+
+impl ThreadWatch {
+    fn open(tid: i32) -> Option<ThreadWatch> {
+        let dir = format!("/proc/self/task/{tid}");
+        Some(ThreadWatch {
+            tid,
+            stat: File::open(format!("{dir}/stat")).ok()?,
+            schedstat: File::open(format!("{dir}/schedstat")).ok()?,
+            syscall: File::open(format!("{dir}/syscall")).ok()?,
+            asleep_at: None,
+        })
+    }
+
+    /// `Some(cpu_ns)` if the thread is asleep in a system call (state S or D, and
+    /// `.../syscall` names one), with its total CPU time so far; `None` if it is running,
+    /// runnable, in a page fault, or unreadable.
+    fn asleep(&self) -> Option<u64> {
+        let mut buf = [0u8; 512];
+        let n = self.stat.read_at(&mut buf, 0).ok()?;
+        let text = &buf[..n];
+        // The state follows the command name, which is in parentheses and may contain any byte.
+        let close = text.iter().rposition(|&b| b == b')')?;
+        let state = *text.get(close + 2)?;
+        if state != b'S' && state != b'D' {
+            return None;
+        }
+        // In a system call, not a page fault (`-1`): a fault can stall runtime code too.
+        let n = self.syscall.read_at(&mut buf, 0).ok()?;
+        if buf[..n].first().is_none_or(|b| !b.is_ascii_digit()) {
+            return None;
+        }
+        let n = self.schedstat.read_at(&mut buf, 0).ok()?;
+        let first = buf[..n].split(|&b| b == b' ').next()?;
+        std::str::from_utf8(first).ok()?.trim().parse().ok()
+    }
+}
+
+/// sysmon's own state (its thread only).
+struct Sysmon {
+    ps: Vec<PRecord>,
+    /// The earliest time a nudged syscall will have lasted a tick (or `u64::MAX`).
+    due: u64,
+}
+
+impl Sysmon {
+    fn new() -> Sysmon {
+        Sysmon {
+            ps: Vec::new(),
+            due: u64::MAX,
+        }
+    }
+
+    fn run(&mut self, s: &Sched) {
+        // SAFETY: prctl on the calling thread; 1 ns of timer slack (see the module docs). A
+        // failure only makes short sleeps longer.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        let mut idle = 0u32;
+        let mut delay = BASE_DELAY_NS;
+        // Sleeps left during which nudges are off (one nudge per back-off period).
+        let mut quiet = 0u32;
+        loop {
+            if idle == 0 {
+                delay = BASE_DELAY_NS;
+            } else if idle > IDLE_ROUNDS {
+                delay = (delay * 2).min(MAX_DELAY_NS);
+            }
+            if self.deep_sleep(s) {
+                // Go's rule after sysmon's deep sleep: start again at the base period.
+                idle = 0;
+                delay = BASE_DELAY_NS;
+                quiet = 0;
+                // Acquire: pairs with the Release swap of the waker.
+                s.sysmon.word.swap(0, Ordering::Acquire);
+            } else {
+                // A nudged syscall due before the period ends: look exactly then.
+                let mut sleep = delay;
+                if self.due != u64::MAX {
+                    sleep = sleep.min(self.due.saturating_sub(crate::time::nanotime()).max(1));
+                    self.due = u64::MAX;
+                }
+                let nudgeable = sleep > BASE_DELAY_NS && quiet == 0;
+                quiet = quiet.saturating_sub(1);
+                // Relaxed: a hint for nudgers (see `syscall_entered`).
+                let state = if nudgeable { LONG } else { AWAKE };
+                s.sysmon.state.store(state, Ordering::Relaxed);
+                futex_wait(&s.sysmon.word, 0, Some(Duration::from_nanos(sleep)));
+                s.sysmon.state.store(AWAKE, Ordering::Relaxed);
+                // Acquire: pairs with the Release swap of the waker.
+                if s.sysmon.word.swap(0, Ordering::Acquire) != 0 {
+                    // Nudged: look now (and at the nudged syscall's tick, `due`); no more
+                    // nudges until the period after next, so that a loop of short syscalls
+                    // with work queued wakes sysmon at most once per back-off period.
+                    quiet = 2;
+                }
+            }
+            // Acquire: pairs with the store in `stop`.
+            if s.sysmon.stop.load(Ordering::Acquire) {
+                return;
+            }
+            if self.tick(s, crate::time::nanotime()) {
+                idle = 0;
+            } else {
+                idle += 1;
+            }
+        }
+    }
+
+    /// Every P idle: sleep without a timeout until one leaves the idle list. Returns whether
+    /// it slept.
+    fn deep_sleep(&mut self, s: &Sched) -> bool {
+        // Relaxed: a hint, re-checked under the lock.
+        if s.npidle.load(Ordering::Relaxed) < s.procs() {
+            return false;
+        }
+        {
+            let _sy = s.lock();
+            // Relaxed: npidle changes under the lock we hold; `stop` is re-checked after it.
+            if s.npidle.load(Ordering::Relaxed) < s.procs() || s.sysmon.stop.load(Ordering::Acquire)
+            {
+                return false;
+            }
+            // Relaxed: under the lock (`p_left_idle` reads it under the same lock).
+            s.sysmon.state.store(DEEP, Ordering::Relaxed);
+        }
+        // Acquire: pairs with the Release swap of the waker.
+        while s.sysmon.word.load(Ordering::Acquire) == 0 {
+            futex_wait(&s.sysmon.word, 0, None);
+        }
+        // Records are stale after a long sleep: start afresh.
+        self.ps.clear();
+        true
+    }
+
+    /// One look at every P; true if it did something (keeps the period short).
+    fn tick(&mut self, s: &Sched, now: u64) -> bool {
+        // Relaxed: statistics, single writer.
+        s.sysmon.rounds.fetch_add(1, Ordering::Relaxed);
+        // Go's order: the network first (poll if nobody has for 10 ms), then retake.
+        let polled = crate::netpoll::sysmon_poll(s, now) > 0;
+        self.retake(s, now) > 0 || polled
+    }
+
+    /// Go's `retake`: Ps blocked in syscalls, and Ps whose goroutine ran a quantum.
+    fn retake(&mut self, s: &Sched, now: u64) -> usize {
+        let n = (s.procs() as usize).min(s.nprocs_created.load(Ordering::Acquire) as usize);
+        if self.ps.len() < n {
+            self.ps.resize_with(n, PRecord::default);
+        }
+        let quantum = s.quantum_ns.max(2 * BASE_DELAY_NS);
+        let mut taken = 0;
+        for i in 0..n {
+            // SAFETY: Ps below nprocs_created live as long as the runtime.
+            let p = unsafe { &*s.p(i) };
+            let rec = &mut self.ps[i];
+            let w = p.word();
+            // Relaxed: the holder's counter; only compared across looks.
+            let t = p.schedtick.load(Ordering::Relaxed);
+            if rec.schedtick != t || rec.schedwhen == 0 {
+                rec.schedtick = t;
+                rec.schedwhen = now;
+                if let Some(wt) = rec.watch.as_mut() {
+                    wt.asleep_at = None;
+                }
+            }
+            match word_state(w) {
+                PStatus::Syscall if retake_syscall(s, p, rec, w, now, &mut self.due) => taken += 1,
+                PStatus::Running => {
+                    let ran = now.saturating_sub(rec.schedwhen);
+                    if ran >= quantum && self.foreign_check(s, i, w, now, quantum) {
+                        taken += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        taken
+    }
+
+    /// P `i` has run one goroutine for a quantum: is its M blocked in the kernel (or stamped
+    /// foreign)? If so, retake it.
+    fn foreign_check(&mut self, s: &Sched, i: usize, w: u64, now: u64, quantum: u64) -> bool {
+        // SAFETY: as in `retake`.
+        let p = unsafe { &*s.p(i) };
+        // Relaxed: a hint; `retake_foreign` re-checks through the status word.
+        let m = p.m.load(Ordering::Relaxed);
+        if m.is_null() {
+            return false;
+        }
+        // SAFETY: Ms are freed only when the runtime is dropped.
+        let mr = unsafe { &*m };
+        // Relaxed: the stamp's writer is the M's own signal handler; a stale read delays.
+        let stamp = mr.foreign_since.load(Ordering::Relaxed);
+        if stamp != 0 && now.saturating_sub(stamp) >= quantum {
+            return retake_foreign(s, p, w, || {
+                // Relaxed (both): see above and `M::rt_blocking`.
+                mr.foreign_since.load(Ordering::Relaxed) == stamp
+                    && mr.rt_blocking.load(Ordering::Relaxed) == 0
+            });
+        }
+        if !s.sysmon.foreign_detection.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Relaxed: written once by the M's thread at start.
+        let tid = mr.tid.load(Ordering::Relaxed);
+        let rec = &mut self.ps[i];
+        if rec.watch.as_ref().is_none_or(|wt| wt.tid != tid) {
+            rec.watch = ThreadWatch::open(tid);
+            if rec.watch.is_none() {
+                if std::fs::metadata("/proc/self/task").is_err() {
+                    // No /proc: say so in the stats, stop trying.
+                    s.sysmon.foreign_detection.store(false, Ordering::Relaxed);
+                }
+                return false;
+            }
+        }
+        let wt = rec.watch.as_mut().expect("opened above");
+        // Relaxed: see `M::rt_blocking`.
+        let cpu = match wt.asleep() {
+            Some(cpu) if mr.rt_blocking.load(Ordering::Relaxed) == 0 => cpu,
+            _ => {
+                wt.asleep_at = None;
+                return false;
+            }
+        };
+        if wt.asleep_at != Some(cpu) {
+            // First look at this sleep: it must last until the next one.
+            wt.asleep_at = Some(cpu);
+            return false;
+        }
+        let wt = &*wt;
+        let taken = retake_foreign(s, p, w, || {
+            // Relaxed: see `M::rt_blocking`.
+            mr.rt_blocking.load(Ordering::Relaxed) == 0 && wt.asleep() == Some(cpu)
+        });
+        if taken {
+            self.ps[i].watch.as_mut().expect("watched").asleep_at = None;
+        }
+        taken
+    }
+}
+
+/// The P is in `Syscall` (word `w`): retake it if the syscall lasted a tick and Go's
+/// conditions hold (module docs). A nudged syscall that has not lasted a tick yet lowers
+/// `due` to when it will have.
+fn retake_syscall(s: &Sched, p: &P, rec: &mut PRecord, w: u64, now: u64, due: &mut u64) -> bool {
+    // Relaxed: the holder's counter; only compared across looks.
+    let t = p.syscalltick.load(Ordering::Relaxed);
+    if rec.syscalltick != t || rec.syscallwhen == 0 {
+        rec.syscalltick = t;
+        rec.syscallwhen = now;
+        // Relaxed (both): ordered by the Acquire swap of the nudge's wake-up word.
+        if s.sysmon.nudge_key.load(Ordering::Relaxed) != u64::from(p.id) << 32 | u64::from(t) {
+            return false;
+        }
+        // Nudged by this very syscall: it began no later than the nudge.
+        rec.syscallwhen = s.sysmon.nudge_at.load(Ordering::Relaxed).min(now);
+        if now - rec.syscallwhen < BASE_DELAY_NS {
+            *due = (*due).min(rec.syscallwhen + BASE_DELAY_NS);
+            return false;
+        }
+    }
+    let work = !p.runq.is_empty() || p.timers.next_when() <= now;
+    // Relaxed: heuristics, as Go's.
+    let nobody = s.nmspinning.load(Ordering::Relaxed) + s.npidle.load(Ordering::Relaxed) == 0;
+    let long = now.saturating_sub(rec.syscallwhen) >= SYSCALL_FORCE_NS;
+    let reason = if work {
+        Reason::SyscallWork
+    } else if nobody {
+        Reason::SyscallIdle
+    } else if long {
+        Reason::SyscallLong
+    } else {
+        return false;
+    };
+    // The decisive CAS against exitsyscall's (syscall.rs): from the exact word we saw.
+    if !p.cas_word(w, next_word(w, PStatus::Running)) {
+        return false;
+    }
+    take(s, p, reason);
+    true
+}
+
+/// Retake the P of an M that is blocked in the kernel or running foreign code without
+/// `gort::syscall`. `w` is the `Running` word sysmon saw; `still` re-checks the detector's
+/// condition after the P is marked `Retaking` (it must imply that the M has not run runtime
+/// code since the detector's first look). Returns whether the P was taken (and handed off).
+/// sysmon's thread only.
+pub(crate) fn retake_foreign(s: &Sched, p: &P, w: u64, still: impl FnOnce() -> bool) -> bool {
+    let tentative = next_word(w, PStatus::Retaking);
+    if !p.cas_word(w, tentative) {
+        return false;
+    }
+    if !still() {
+        // Restore the exact word: the M still owns it. Fails only if the M already reclaimed it.
+        let _ = p.cas_word(tentative, w);
+        return false;
+    }
+    // Decisive: fails only if the M woke and reclaimed it.
+    if !p.cas_word(tentative, next_word(tentative, PStatus::Running)) {
+        return false;
+    }
+    take(s, p, Reason::Foreign);
+    true
+}
+
+/// sysmon holds `p` (status Running, taken from an M): count and hand it off.
+fn take(s: &Sched, p: &P, reason: Reason) {
+    // Relaxed: a hint for the next holder's diagnostics; we hold the P.
+    p.m.store(std::ptr::null_mut(), Ordering::Relaxed);
+    // Relaxed: statistics, single writer (sysmon).
+    s.sysmon.handoffs[reason as usize].fetch_add(1, Ordering::Relaxed);
+    handoffp(s, p as *const P as *mut P);
+}
