@@ -41,6 +41,9 @@
 //!   reports `StackInuse`; gort reports its mapped stacks instead.
 //! * `chanpingpong`: an echo goroutine forwards `ping` to `pong`; the root sends and receives
 //!   `n` times after 1,000 untimed round trips.
+//! * `timers`: the n durations drawn first (uniform in [1 ms, 100 ms]); `wg.Add(n)`; start
+//!   the clock; n goroutines each read the clock, `sleep`, store their oversleep in a shared
+//!   table and `wg.done()`; `wg.wait()`; sort the oversleeps.
 //! * `handoff`: per trial, a blocking pipe; B computes for a random 30–50 ms (sysmon backs
 //!   off meanwhile), then starts the writer (`/bin/sh -c "sleep S; printf x"`, another
 //!   process), releases A (closing a channel A waits on: A goes to `runnext`) and yields; A
@@ -59,6 +62,7 @@ fn usage() -> ! {
          spawn  [-n goroutines=1000000]\n  \
          memory [-n parked_goroutines=100000]\n  \
          chanpingpong [-n round_trips=1000000]\n  \
+         timers [-n sleepers=100000]\n  \
          handoff [-trials 10] [-sleep milliseconds=200, `200ms` also accepted]\n\
          GOMAXPROCS (and GORT_*) from the environment configure the runtime."
     );
@@ -294,6 +298,63 @@ fn cmd_chanpingpong(flags: &[(String, usize)]) {
     emit("chanpingpong", ns_per(d, n), "ns/roundtrip");
 }
 
+/// Go's `timers`: n goroutines each sleep a random 1–100 ms once; the oversleeps' p50, p99
+/// and max (how late each woke), the spawn loop's and the whole run's wall time.
+fn cmd_timers(flags: &[(String, usize)]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let n = flag(flags, "n", 100_000);
+    // Uniform in [1 ms, 100 ms], drawn before the clock starts (xorshift, fixed seed).
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let req: Vec<Duration> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Duration::from_nanos(1_000_000 + x % 99_000_001)
+        })
+        .collect();
+    let (mut over, spawned, wall) = gort::run(move || {
+        static WG: WaitGroup = WaitGroup::new();
+        let req = std::sync::Arc::new(req);
+        let over = std::sync::Arc::new((0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
+        WG.add(n as i32);
+        let t0 = Instant::now();
+        for i in 0..n {
+            let (req, over) = (req.clone(), over.clone());
+            gort::go(move || {
+                let s = Instant::now();
+                gort::sleep(req[i]);
+                let late = s.elapsed().saturating_sub(req[i]);
+                // Relaxed: published by the WaitGroup (done -> wait).
+                over[i].store(late.as_nanos() as u64, Ordering::Relaxed);
+                WG.done();
+            });
+        }
+        let spawned = t0.elapsed();
+        WG.wait();
+        let wall = t0.elapsed();
+        // Relaxed: see above.
+        let v: Vec<u64> = over.iter().map(|o| o.load(Ordering::Relaxed)).collect();
+        (v, spawned, wall)
+    });
+    over.sort_unstable();
+    let pct = |p: usize| over[(over.len() - 1) * p / 100] as f64 / 1e3;
+    let tag = format!("timers_{}k", n / 1000);
+    emit(
+        &format!("{tag}_wall"),
+        round(wall.as_secs_f64() * 1e3, 2),
+        "ms",
+    );
+    emit(
+        &format!("{tag}_spawn_loop"),
+        round(spawned.as_secs_f64() * 1e3, 2),
+        "ms",
+    );
+    emit(&format!("{tag}_oversleep_p50"), round(pct(50), 1), "us");
+    emit(&format!("{tag}_oversleep_p99"), round(pct(99), 1), "us");
+    emit(&format!("{tag}_oversleep_max"), round(pct(100), 1), "us");
+}
+
 /// The anchor's `cmdHandoff` (see the module docs).
 fn cmd_handoff(flags: &[(String, usize)]) {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -417,6 +478,7 @@ fn main() {
         "spawn" => cmd_spawn(&parse_flags(rest, &["n"])),
         "memory" => cmd_memory(&parse_flags(rest, &["n"])),
         "chanpingpong" => cmd_chanpingpong(&parse_flags(rest, &["n"])),
+        "timers" => cmd_timers(&parse_flags(rest, &["n"])),
         "handoff" => cmd_handoff(&parse_flags(rest, &["trials", "sleep"])),
         _ => usage(),
     }

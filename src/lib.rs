@@ -33,6 +33,8 @@ pub(crate) mod loom;
 pub(crate) mod arch;
 pub mod chan;
 #[cfg(not(loom))]
+pub mod ffi;
+#[cfg(not(loom))]
 pub mod local;
 #[cfg(not(loom))]
 pub mod net;

@@ -565,9 +565,18 @@ static DEFAULT: OnceLock<Result<Runtime, String>> = OnceLock::new();
 
 /// The default runtime (configured from the environment), created on first use.
 pub(crate) fn default_runtime() -> &'static Runtime {
-    match DEFAULT.get_or_init(|| RuntimeBuilder::default().build().map_err(|e| e.to_string())) {
+    match try_default_runtime() {
         Ok(rt) => rt,
         Err(e) => panic!("{e}"),
+    }
+}
+
+/// The default runtime, or the error that stops it from being built (a malformed
+/// environment variable, named in the message).
+pub(crate) fn try_default_runtime() -> Result<&'static Runtime, &'static str> {
+    match DEFAULT.get_or_init(|| RuntimeBuilder::default().build().map_err(|e| e.to_string())) {
+        Ok(rt) => Ok(rt),
+        Err(e) => Err(e.as_str()),
     }
 }
 

@@ -232,6 +232,21 @@ impl RawMutex {
         }
     }
 
+    /// Unlock if locked; false (nothing done) if it is not (the C API's `-EPERM`, where Go
+    /// aborts). Racy only against a concurrent second unlock, which is a bug either way.
+    #[cfg(not(loom))]
+    pub(crate) fn try_unlock(&self) -> bool {
+        // Relaxed: a check for misuse; a held mutex has LOCKED set (a hand-off in starvation
+        // mode leaves it clear only until the new owner, who then holds it, sets it).
+        if self.state.load(Ordering::Relaxed) & LOCKED == 0 {
+            return false;
+        }
+        // SAFETY: the mutex is locked, and the caller unlocks on behalf of its holder (any
+        // party may unlock a Go mutex).
+        unsafe { self.unlock() };
+        true
+    }
+
     #[cold]
     fn unlock_slow(&self, new: u32) {
         if new.wrapping_add(LOCKED) & LOCKED == 0 {

@@ -67,6 +67,12 @@ pub fn self_command() -> Command {
             return command;
         }
     }
+    command_for(&exe)
+}
+
+/// A command running the program `exe`, built for this arch: under the same emulator as
+/// this process when it is emulated (qemu-user, with the cross sysroot), else directly.
+pub fn command_for(exe: &std::path::Path) -> Command {
     if let Some(emulator) = emulator() {
         let mut command = Command::new(emulator);
         let sysroot = format!("/usr/{}-linux-gnu", std::env::consts::ARCH);
@@ -108,6 +114,12 @@ pub fn run_child_test(
     for (key, value) in env {
         command.env(key, value);
     }
+    output_within(command, timeout, &format!("child {role}"))
+}
+
+/// Runs `command` to completion and returns its output; kills it and panics (naming it
+/// `what`) if it does not finish within `timeout`.
+pub fn output_within(mut command: Command, timeout: Duration, what: &str) -> Output {
     let child = command.spawn().unwrap();
     let pid = child.id();
     let (sender, receiver) = mpsc::channel();
@@ -117,7 +129,7 @@ pub fn run_child_test(
         Err(_) => {
             // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("child {role} did not finish within {timeout:?}");
+            panic!("{what} did not finish within {timeout:?}");
         }
     }
 }
