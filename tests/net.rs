@@ -595,7 +595,7 @@ fn idle_cpu_child() {
         (l, Arc::new(s), r)
     });
     let s2 = s.clone();
-    let blocked = rt.spawn(move || (&*s2).read(&mut [0u8; 4]).map(|n| n));
+    let blocked = rt.spawn(move || (&*s2).read(&mut [0u8; 4]));
     std::thread::sleep(Duration::from_millis(50));
     let c0 = cpu_time();
     std::thread::sleep(Duration::from_millis(200));
