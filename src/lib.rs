@@ -40,6 +40,9 @@ pub mod local;
 pub mod net;
 #[cfg(not(loom))]
 pub(crate) mod netpoll;
+#[cfg(all(test, loom))]
+#[path = "netpoll/loom_models.rs"]
+mod netpoll_loom_models;
 #[cfg(not(loom))]
 mod runtime;
 pub(crate) mod sched;
