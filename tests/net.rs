@@ -785,10 +785,12 @@ fn server10k_child() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         println!("PORT {}", l.local_addr().unwrap().port());
         let wg = Arc::new(gort::sync::WaitGroup::new());
-        for _ in 0..conns {
-            let (mut c, _) = l.accept().unwrap();
-            let n = live.fetch_add(1, Ordering::Relaxed) + 1;
-            max.fetch_max(n, Ordering::Relaxed);
+        // Accept every connection before echoing on any: all are open at once on this side
+        // too (the client holds its own until every one is connected).
+        let accepted: Vec<TcpStream> = (0..conns).map(|_| l.accept().unwrap().0).collect();
+        max.store(accepted.len(), Ordering::Relaxed);
+        for mut c in accepted {
+            live.fetch_add(1, Ordering::Relaxed);
             let (live, wg, max_threads) = (live.clone(), wg.clone(), max_threads.clone());
             wg.add(1);
             gort::go(move || {
