@@ -13,6 +13,16 @@
 //!   handoff [-trials 10] [-sleep 200ms]  A blocks in read(2) inside gort::syscall while B
 //!                                 computes; the stall is the time from A entering the
 //!                                 syscall to B's next timestamp (median/min/max over trials)
+//!   preempt [-iters 200] [-mode both]  a goroutine spins in a loop with no scheduling point;
+//!                                 the root times `yield_now` and the oversleep of 1 ms
+//!                                 sleeps (µs p50/p99/max); then (not in the anchor) gort's
+//!                                 own histogram (quantum expiry -> off the CPU)
+//!   fairness [-g 4] [-d 2s]       g spinners for d; each one's share, min/max ratio
+//!   preemptcost [-d 1s]           (gort only) one spinner alone at a 100 µs quantum, per mode,
+//!                                 reading the clock each iteration: the median gap is the
+//!                                 cost of one preemption off the loop (alone, it resumes the
+//!                                 same goroutine: signal, handler, yield, rt_sigreturn); the
+//!                                 loss at the default quantum follows (cost / 10 ms)
 //! ```
 //!
 //! Every result is one line, exactly as `/work/shared/bench/go-anchor` prints it:
@@ -41,9 +51,6 @@
 //!   reports `StackInuse`; gort reports its mapped stacks instead.
 //! * `chanpingpong`: an echo goroutine forwards `ping` to `pong`; the root sends and receives
 //!   `n` times after 1,000 untimed round trips.
-//! * `timers`: the n durations drawn first (uniform in [1 ms, 100 ms]); `wg.Add(n)`; start
-//!   the clock; n goroutines each read the clock, `sleep`, store their oversleep in a shared
-//!   table and `wg.done()`; `wg.wait()`; sort the oversleeps.
 //! * `handoff`: per trial, a blocking pipe; B computes for a random 30–50 ms (sysmon backs
 //!   off meanwhile), then starts the writer (`/bin/sh -c "sleep S; printf x"`, another
 //!   process), releases A (closing a channel A waits on: A goes to `runnext`) and yields; A
@@ -51,6 +58,9 @@
 //!   the time every ~100 ns and records the first stamp after A's (and yields every 1 ms, as
 //!   Go's B is preempted, so that A can finish). Printed like the anchor:
 //!   `handoff_stall_{median,min,max}` and `handoff_read_duration_median`, in µs.
+//! * `timers`: the n durations drawn first (uniform in [1 ms, 100 ms]); `wg.Add(n)`; start
+//!   the clock; n goroutines each read the clock, `sleep`, store their oversleep in a shared
+//!   table and `wg.done()`; `wg.wait()`; sort the oversleeps.
 
 use gort::sync::WaitGroup;
 use std::time::{Duration, Instant};
@@ -62,8 +72,8 @@ fn usage() -> ! {
          spawn  [-n goroutines=1000000]\n  \
          memory [-n parked_goroutines=100000]\n  \
          chanpingpong [-n round_trips=1000000]\n  \
-         timers [-n sleepers=100000]\n  \
-         handoff [-trials 10] [-sleep milliseconds=200, `200ms` also accepted]\n\
+         handoff [-trials 10] [-sleep milliseconds=200, `200ms` also accepted]\n  \
+         timers [-n sleepers=100000]\n\
          GOMAXPROCS (and GORT_*) from the environment configure the runtime."
     );
     std::process::exit(2)
@@ -298,63 +308,6 @@ fn cmd_chanpingpong(flags: &[(String, usize)]) {
     emit("chanpingpong", ns_per(d, n), "ns/roundtrip");
 }
 
-/// Go's `timers`: n goroutines each sleep a random 1–100 ms once; the oversleeps' p50, p99
-/// and max (how late each woke), the spawn loop's and the whole run's wall time.
-fn cmd_timers(flags: &[(String, usize)]) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let n = flag(flags, "n", 100_000);
-    // Uniform in [1 ms, 100 ms], drawn before the clock starts (xorshift, fixed seed).
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let req: Vec<Duration> = (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            Duration::from_nanos(1_000_000 + x % 99_000_001)
-        })
-        .collect();
-    let (mut over, spawned, wall) = gort::run(move || {
-        static WG: WaitGroup = WaitGroup::new();
-        let req = std::sync::Arc::new(req);
-        let over = std::sync::Arc::new((0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
-        WG.add(n as i32);
-        let t0 = Instant::now();
-        for i in 0..n {
-            let (req, over) = (req.clone(), over.clone());
-            gort::go(move || {
-                let s = Instant::now();
-                gort::sleep(req[i]);
-                let late = s.elapsed().saturating_sub(req[i]);
-                // Relaxed: published by the WaitGroup (done -> wait).
-                over[i].store(late.as_nanos() as u64, Ordering::Relaxed);
-                WG.done();
-            });
-        }
-        let spawned = t0.elapsed();
-        WG.wait();
-        let wall = t0.elapsed();
-        // Relaxed: see above.
-        let v: Vec<u64> = over.iter().map(|o| o.load(Ordering::Relaxed)).collect();
-        (v, spawned, wall)
-    });
-    over.sort_unstable();
-    let pct = |p: usize| over[(over.len() - 1) * p / 100] as f64 / 1e3;
-    let tag = format!("timers_{}k", n / 1000);
-    emit(
-        &format!("{tag}_wall"),
-        round(wall.as_secs_f64() * 1e3, 2),
-        "ms",
-    );
-    emit(
-        &format!("{tag}_spawn_loop"),
-        round(spawned.as_secs_f64() * 1e3, 2),
-        "ms",
-    );
-    emit(&format!("{tag}_oversleep_p50"), round(pct(50), 1), "us");
-    emit(&format!("{tag}_oversleep_p99"), round(pct(99), 1), "us");
-    emit(&format!("{tag}_oversleep_max"), round(pct(100), 1), "us");
-}
-
 /// The anchor's `cmdHandoff` (see the module docs).
 fn cmd_handoff(flags: &[(String, usize)]) {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -469,6 +422,63 @@ fn cmd_handoff(flags: &[(String, usize)]) {
     emit("handoff_read_duration_median", us(pct(&reads, 50.0)), "us");
 }
 
+/// Go's `timers`: n goroutines each sleep a random 1–100 ms once; the oversleeps' p50, p99
+/// and max (how late each woke), the spawn loop's and the whole run's wall time.
+fn cmd_timers(flags: &[(String, usize)]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let n = flag(flags, "n", 100_000);
+    // Uniform in [1 ms, 100 ms], drawn before the clock starts (xorshift, fixed seed).
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let req: Vec<Duration> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Duration::from_nanos(1_000_000 + x % 99_000_001)
+        })
+        .collect();
+    let (mut over, spawned, wall) = gort::run(move || {
+        static WG: WaitGroup = WaitGroup::new();
+        let req = std::sync::Arc::new(req);
+        let over = std::sync::Arc::new((0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
+        WG.add(n as i32);
+        let t0 = Instant::now();
+        for i in 0..n {
+            let (req, over) = (req.clone(), over.clone());
+            gort::go(move || {
+                let s = Instant::now();
+                gort::sleep(req[i]);
+                let late = s.elapsed().saturating_sub(req[i]);
+                // Relaxed: published by the WaitGroup (done -> wait).
+                over[i].store(late.as_nanos() as u64, Ordering::Relaxed);
+                WG.done();
+            });
+        }
+        let spawned = t0.elapsed();
+        WG.wait();
+        let wall = t0.elapsed();
+        // Relaxed: see above.
+        let v: Vec<u64> = over.iter().map(|o| o.load(Ordering::Relaxed)).collect();
+        (v, spawned, wall)
+    });
+    over.sort_unstable();
+    let pct = |p: usize| over[(over.len() - 1) * p / 100] as f64 / 1e3;
+    let tag = format!("timers_{}k", n / 1000);
+    emit(
+        &format!("{tag}_wall"),
+        round(wall.as_secs_f64() * 1e3, 2),
+        "ms",
+    );
+    emit(
+        &format!("{tag}_spawn_loop"),
+        round(spawned.as_secs_f64() * 1e3, 2),
+        "ms",
+    );
+    emit(&format!("{tag}_oversleep_p50"), round(pct(50), 1), "us");
+    emit(&format!("{tag}_oversleep_p99"), round(pct(99), 1), "us");
+    emit(&format!("{tag}_oversleep_max"), round(pct(100), 1), "us");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else { usage() };
@@ -478,8 +488,257 @@ fn main() {
         "spawn" => cmd_spawn(&parse_flags(rest, &["n"])),
         "memory" => cmd_memory(&parse_flags(rest, &["n"])),
         "chanpingpong" => cmd_chanpingpong(&parse_flags(rest, &["n"])),
-        "timers" => cmd_timers(&parse_flags(rest, &["n"])),
         "handoff" => cmd_handoff(&parse_flags(rest, &["trials", "sleep"])),
+        "timers" => cmd_timers(&parse_flags(rest, &["n"])),
+        "preempt" => cmd_preempt(rest),
+        "fairness" => cmd_fairness(rest),
+        "preemptcost" => cmd_preemptcost(rest),
         _ => usage(),
+    }
+}
+
+/// `-name value` string flags (for the workloads whose flags are not integers: `-mode both`,
+/// `-d 2s`).
+fn string_flag(args: &[String], name: &str, default: &str) -> String {
+    let mut i = 0;
+    let mut v = default.to_string();
+    while i < args.len() {
+        let a = args[i].trim_start_matches('-');
+        if let Some((n, val)) = a.split_once('=') {
+            if n == name {
+                v = val.to_string();
+            }
+        } else if a == name {
+            if let Some(val) = args.get(i + 1) {
+                v = val.clone();
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    v
+}
+
+/// Go-style duration: `2s`, `500ms`, `100us`.
+fn parse_duration(s: &str) -> Duration {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
+    let x: f64 = num.parse().unwrap_or_else(|_| usage());
+    match unit {
+        "s" | "" => Duration::from_secs_f64(x),
+        "ms" => Duration::from_secs_f64(x / 1e3),
+        "us" | "µs" => Duration::from_secs_f64(x / 1e6),
+        _ => usage(),
+    }
+}
+
+fn pct(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> f64 {
+    round(d.as_nanos() as f64 / 1e3, 1)
+}
+
+static SPIN_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A loop with no scheduling point in it (only preemption stops it).
+fn spin_until_stopped() -> u64 {
+    let mut n = 0u64;
+    while !SPIN_STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        n = std::hint::black_box(n + 1);
+    }
+    n
+}
+
+fn cmd_preempt(args: &[String]) {
+    let iters: usize = string_flag(args, "iters", "200")
+        .parse()
+        .unwrap_or_else(|_| usage());
+    let mode = string_flag(args, "mode", "both");
+    gort::run(move || {
+        gort::go(spin_until_stopped);
+        gort::yield_now(); // let the spinner start
+        let report = |name: &str, mut lat: Vec<Duration>| {
+            lat.sort();
+            emit(&format!("preempt_{name}_p50"), us(pct(&lat, 50)), "us");
+            emit(&format!("preempt_{name}_p99"), us(pct(&lat, 99)), "us");
+            emit(
+                &format!("preempt_{name}_max"),
+                us(*lat.last().unwrap()),
+                "us",
+            );
+        };
+        if mode == "gosched" || mode == "both" {
+            let lat = (0..iters)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    gort::yield_now();
+                    t0.elapsed()
+                })
+                .collect();
+            report("gosched", lat);
+        }
+        if mode == "sleep" || mode == "both" {
+            let lat = (0..iters)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    gort::sleep(Duration::from_millis(1));
+                    t0.elapsed().saturating_sub(Duration::from_millis(1))
+                })
+                .collect();
+            report("sleep1ms_over", lat);
+        }
+        let st = gort::stats().preempt;
+        emit("preempt_expiry_to_offcpu_p50", us(st.latency_p50), "us");
+        emit("preempt_expiry_to_offcpu_p99", us(st.latency_p99), "us");
+        emit("preempt_expiry_to_offcpu_max", us(st.latency_max), "us");
+        eprintln!("{st}");
+        SPIN_STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
+fn cmd_fairness(args: &[String]) {
+    let g: usize = string_flag(args, "g", "4")
+        .parse()
+        .unwrap_or_else(|_| usage());
+    let d = parse_duration(&string_flag(args, "d", "2s"));
+    let counts = gort::run(move || {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let hs: Vec<_> = (0..g)
+            .map(|_| {
+                gort::go(|| {
+                    let mut c = 0u64;
+                    while !STOP.load(Ordering::Relaxed) {
+                        c += 1;
+                    }
+                    c
+                })
+            })
+            .collect();
+        gort::sleep(d);
+        STOP.store(true, Ordering::Relaxed);
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<u64>>()
+    });
+    let total: u64 = counts.iter().sum();
+    for (j, c) in counts.iter().enumerate() {
+        emit(
+            &format!("fairness_share_g{j}"),
+            round(*c as f64 / total as f64, 4),
+            "fraction",
+        );
+    }
+    let (mn, mx) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    emit(
+        "fairness_min_max_ratio",
+        round(*mn as f64 / *mx as f64, 4),
+        "ratio",
+    );
+    emit("fairness_total_iters", total as f64, "iters");
+    eprintln!("{}", gort::stats().preempt);
+}
+
+/// A free-running counter read without a system call (x86_64 TSC, aarch64 CNTVCT_EL0).
+#[inline(always)]
+fn cycles() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rdtsc has no preconditions.
+    unsafe {
+        std::arch::x86_64::_rdtsc()
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let v: u64;
+        // SAFETY: reads the virtual counter, readable from EL0 on Linux.
+        unsafe { std::arch::asm!("mrs {}, cntvct_el0", out(reg) v, options(nostack, nomem)) };
+        v
+    }
+}
+
+/// One spinner alone on a fresh 1-P runtime in `mode` for `d`, reading the clock every
+/// iteration: every stretch of more than 2 µs between two reads is time spent off the loop
+/// (a preemption, or an interrupt). Returns the sorted gaps (ns) and the preemptions.
+fn spin_gaps(mode: gort::Preempt, quantum: Duration, d: Duration) -> (Vec<u64>, u64) {
+    let rt = gort::Runtime::builder()
+        .procs(1)
+        .preempt(mode)
+        .preempt_quantum(quantum)
+        .build()
+        .unwrap();
+    let mut gaps = rt.block_on(move || {
+        // The cycle counter, not `Instant` (whose vdso call is foreign code, where the
+        // handler refuses: refused signals would be mixed in with the preemptions).
+        let mut gaps = Vec::with_capacity(1 << 20);
+        let (w0, c0) = (Instant::now(), cycles());
+        let mut last = c0;
+        let mut n = 0u64;
+        let mut ticks_per_us = 1_000u64; // refined below, before any gap counts
+        loop {
+            let now = cycles();
+            let gap = now.wrapping_sub(last);
+            if gap > 2 * ticks_per_us && gaps.len() < gaps.capacity() {
+                gaps.push(gap);
+            }
+            last = now;
+            n += 1;
+            if n % (1 << 20) == 0 {
+                let us = w0.elapsed().as_micros() as u64;
+                ticks_per_us = (now - c0) / us.max(1);
+                if us >= d.as_micros() as u64 {
+                    break;
+                }
+            }
+        }
+        gaps.iter()
+            .map(|g| g * 1_000 / ticks_per_us.max(1))
+            .collect::<Vec<u64>>()
+    });
+    gaps.sort_unstable();
+    let pre = rt.stats().preempt.preemptions;
+    rt.shutdown();
+    (gaps, pre)
+}
+
+fn cmd_preemptcost(args: &[String]) {
+    use gort::Preempt;
+    let d = parse_duration(&string_flag(args, "d", "1s"));
+    let q = Duration::from_micros(100);
+    for (name, mode) in [
+        ("handoff", Preempt::ThreadHandoff),
+        ("migrate", Preempt::Migrate),
+    ] {
+        let (gaps, n) = spin_gaps(mode, q, d);
+        let (base, _) = spin_gaps(Preempt::Off, q, d);
+        // The loop's gaps minus the ones it has without preemption (timer interrupts, other
+        // processes): the median of the excess gaps is one preemption, off the loop.
+        let cost = if gaps.len() > base.len() {
+            gaps[gaps.len() / 2]
+        } else {
+            0
+        };
+        emit(
+            &format!("preemptcost_{name}_alone"),
+            cost as f64,
+            "ns/preemption",
+        );
+        emit(
+            &format!("preempt_gaps_{name}_q100us"),
+            gaps.len() as f64,
+            "gaps",
+        );
+        emit(
+            &format!("preempt_count_{name}_q100us"),
+            n as f64,
+            "preemptions",
+        );
+        emit("preempt_gaps_off", base.len() as f64, "gaps");
+        // At the default quantum a lone loop is preempted every 10 ms: loss = cost / 10 ms.
+        emit(
+            &format!("preempt_loss_{name}_q10ms_derived"),
+            round(cost as f64 / 10e6 * 100.0, 4),
+            "percent",
+        );
     }
 }

@@ -53,6 +53,19 @@ void gort_yield(void);
 /* Sleep at least ns nanoseconds (-EINVAL if ns < 0). */
 int gort_sleep_ns(int64_t ns);
 
+/* Run f(arg), which may block in the kernel (a blocking read, a C library call), without
+   stalling other goroutines: the caller's scheduling context goes to another thread if f
+   lasts (Go's entersyscall/exitsyscall). On a plain thread, just calls f. -EINVAL if f is
+   NULL. */
+int gort_syscall(gort_fn f, void *arg);
+
+/* Wire the calling goroutine to its OS thread until a matching gort_unlock_os_thread (calls
+   nest; Go's runtime.LockOSThread). No-op on a plain thread. */
+void gort_lock_os_thread(void);
+
+/* Undo one gort_lock_os_thread (no-op without one). */
+void gort_unlock_os_thread(void);
+
 /* The calling goroutine's id (unique, never 0), or 0 on a plain thread. */
 uint64_t gort_current_id(void);
 

@@ -77,6 +77,13 @@ unsafe impl Send for Call {}
 
 impl Call {
     /// Body of a C goroutine: take ownership of this context's FP control, then call.
+    /// Call `f(arg)` on the calling context as it is (`gort_syscall`).
+    fn call(self) {
+        // SAFETY: `f` is the non-null function the C caller passed with `arg`, to be called
+        // once with it (the contract of gort_syscall).
+        unsafe { (self.f)(self.arg) }
+    }
+
     fn run(self) {
         own_fp_control();
         // SAFETY: `f` is the non-null function the C caller passed with `arg`, to be called
@@ -145,6 +152,39 @@ pub extern "C" fn gort_sleep_ns(ns: i64) -> c_int {
         crate::sleep(Duration::from_nanos(ns as u64));
         0
     })
+}
+
+/// `int gort_syscall(gort_fn f, void *arg)`: run `f(arg)`, which may block in the kernel (a
+/// blocking read, a C library call), without stalling other goroutines: the caller's P goes
+/// to another thread if `f` lasts (`gort::syscall`). On a plain thread, just calls `f`.
+/// `-EINVAL` if `f` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn gort_syscall(f: GortFn, arg: *mut c_void) -> c_int {
+    boundary("gort_syscall", || {
+        let Some(f) = f else { return -libc::EINVAL };
+        let call = Call { f, arg };
+        crate::syscall(move || call.call());
+        0
+    })
+}
+
+/// `void gort_lock_os_thread(void)`: wire the calling goroutine to its OS thread
+/// (`gort::lock_os_thread`; nests). No-op on a plain thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn gort_lock_os_thread() {
+    boundary("gort_lock_os_thread", || {
+        crate::lock_os_thread();
+        0
+    });
+}
+
+/// `void gort_unlock_os_thread(void)`: undo one `gort_lock_os_thread` (no-op without one).
+#[unsafe(no_mangle)]
+pub extern "C" fn gort_unlock_os_thread() {
+    boundary("gort_unlock_os_thread", || {
+        crate::unlock_os_thread();
+        0
+    });
 }
 
 /// `uint64_t gort_current_id(void)`: the calling goroutine's id, 0 on a plain thread.

@@ -44,6 +44,8 @@ pub(crate) mod netpoll;
 #[path = "netpoll/loom_models.rs"]
 mod netpoll_loom_models;
 #[cfg(not(loom))]
+pub(crate) mod preempt;
+#[cfg(not(loom))]
 mod runtime;
 pub(crate) mod sched;
 #[cfg(not(loom))]
@@ -59,6 +61,7 @@ pub use api::*;
 
 #[cfg(not(loom))]
 mod api {
+    pub use crate::preempt::{PreemptStats, no_preempt};
     pub use crate::runtime::{Preempt, Runtime, RuntimeBuilder};
     pub use crate::sched::task::{Abandoned, JoinHandle};
     pub use crate::stats::Stats;

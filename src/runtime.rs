@@ -34,8 +34,9 @@ use std::time::Duration;
 
 /// How a goroutine that exceeded its time quantum is stopped (see DESIGN.md §6).
 ///
-/// Asynchronous preemption is not implemented yet: every mode currently behaves as `Off`
-/// (goroutines switch only at scheduling points: yield, park, channel operations, exit).
+/// Goroutines that run longer than the quantum are stopped by SIGURG at an async-safe point
+/// (see `preempt/mod.rs`); the mode says where they resume. With `Off`, goroutines switch
+/// only at scheduling points (yield, park, channel operations, exit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Preempt {
     /// The preempted goroutine keeps its OS thread until its next scheduling point; its P
@@ -55,11 +56,7 @@ pub(crate) struct Config {
     pub(crate) stack_size: usize,
     pub(crate) pin: bool,
     pub(crate) max_threads: usize,
-    /// Validated and shown by `Debug` now; acted on by the preemption work (sysmon).
-    #[allow(dead_code)]
     pub(crate) preempt: Preempt,
-    /// As `preempt`.
-    #[allow(dead_code)]
     pub(crate) quantum: Duration,
 }
 
@@ -248,10 +245,9 @@ impl RuntimeBuilder {
     pub fn build(self) -> io::Result<Runtime> {
         let cfg = self.resolve()?;
         crate::stack::install_overflow_handler()?;
-        Ok(Runtime {
-            sched: Sched::start(&cfg),
-            cfg,
-        })
+        let sched = Sched::start(&cfg);
+        crate::preempt::start(&sched)?;
+        Ok(Runtime { sched, cfg })
     }
 }
 
@@ -295,6 +291,7 @@ impl Sched {
             retired_counters: PCounters::default(),
             timers: crate::time::SchedTimers::new(),
             netpoll: crate::netpoll::Poller::new(),
+            preempt: crate::preempt::PreemptState::new(cfg.preempt, cfg.quantum),
             mlocked: AtomicU64::new(0),
             quantum_ns: cfg.quantum.as_nanos().min(u64::MAX as u128) as u64,
             sysmon: crate::sched::sysmon::Shared::new(),
@@ -365,6 +362,7 @@ impl Sched {
         if self.shutting_down.swap(true, Ordering::SeqCst) {
             return;
         }
+        crate::preempt::stop(self);
         crate::sched::sysmon::stop(self);
         {
             let mut sy = self.lock();

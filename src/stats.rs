@@ -85,6 +85,8 @@ pub struct Stats {
     /// extra mapping per stack) or `"mprotect"` (two mappings per stack, bounded by
     /// `vm.max_map_count`).
     pub stack_guard: &'static str,
+    /// Asynchronous preemption counters and latency.
+    pub preempt: crate::PreemptStats,
 }
 
 pub(crate) fn collect(s: &Sched) -> Stats {
@@ -118,6 +120,7 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         net_polls: np.polls,
         net_blocking_polls: np.blocking_polls,
         net_readied: np.readied,
+        preempt: s.preempt.stats(),
         syscalls: t[10],
         handoffs_syscall_work: s.sysmon.handoffs[0].load(Ordering::Relaxed),
         handoffs_syscall_idle: s.sysmon.handoffs[1].load(Ordering::Relaxed),
@@ -188,6 +191,7 @@ impl fmt::Display for Stats {
             self.stacks_mapped,
             self.stack_reserved_bytes >> 20,
             self.stack_guard
-        )
+        )?;
+        write!(f, "\n{}", self.preempt)
     }
 }

@@ -136,6 +136,12 @@ pub(crate) use imp::{Context, init};
 )]
 mod offsets;
 
+#[cfg(target_arch = "aarch64")]
+pub(crate) use offsets::aarch64::PF_RESUME_SP;
+/// `PreemptFrame::resume_sp`'s offset, checked against the struct in `preempt/signal.rs`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use offsets::x86_64::PF_RESUME_SP;
+
 unsafe extern "C" {
     /// `asm/<arch>/switch.S`: the out-of-line, C-callable form of [`switch`]; Rust code
     /// uses the inline form (same sequence, same `Context` protocol: each can resume what

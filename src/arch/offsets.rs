@@ -60,6 +60,11 @@ pub mod x86_64 {
         MXCSR_DEFAULT = 0x1f80;
         /// x87 control word likewise: all exceptions masked, 64-bit precision, nearest.
         X87CW_DEFAULT = 0x037f;
+        /// `PreemptFrame::resume_sp` (src/preempt/signal.rs): the stack pointer
+        /// `rt_sigreturn` resumes from (the copied ucontext).
+        PF_RESUME_SP = 0;
+        /// `__NR_rt_sigreturn`.
+        SYS_RT_SIGRETURN = 15;
     }
 }
 
@@ -105,5 +110,10 @@ pub mod aarch64 {
         /// FPCR at process start and the value every non-owning context runs with: round
         /// to nearest, no flush-to-zero, no default-NaN, exceptions untrapped.
         FPCR_DEFAULT = 0;
+        /// `PreemptFrame::resume_sp` (src/preempt/signal.rs): the stack pointer
+        /// `rt_sigreturn` resumes from (the copied `rt_sigframe`).
+        PF_RESUME_SP = 0;
+        /// `__NR_rt_sigreturn`.
+        SYS_RT_SIGRETURN = 139;
     }
 }

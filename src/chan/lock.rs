@@ -64,6 +64,10 @@ impl RawLock {
     /// Take the lock. Must not be held by the caller (not reentrant).
     #[inline]
     pub(crate) fn lock(&self) {
+        // Holding it is a runtime section: no asynchronous preemption (preempt/mod.rs);
+        // `unlock` closes it, always on the same thread (a parked holder's lock is released
+        // by its gopark callback on the M it parked on).
+        crate::preempt::section_open();
         // Acquire: pairs with the Release swap in `unlock`: the previous holder's writes to the
         // guarded state happen before ours.
         if self
@@ -94,9 +98,12 @@ impl RawLock {
         // (us included) takes it as CONTENDED and wakes a sleeper at unlock. A spurious wake
         // costs one futex call; a missing one would hang.
         // Acquire: as in `lock` (the swap takes the lock when it returns UNLOCKED).
-        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
-            crate::sched::note::futex_wait(&self.state, CONTENDED, None);
-        }
+        // The sleep is the runtime's, not foreign blocking (sysmon: `syscall::runtime_blocking`).
+        crate::sched::syscall::runtime_blocking(|| {
+            while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+                crate::sched::note::futex_wait(&self.state, CONTENDED, None);
+            }
+        });
     }
 
     /// Release the lock. Caller holds it.
@@ -107,6 +114,7 @@ impl RawLock {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             self.wake_one();
         }
+        crate::preempt::section_close();
     }
 
     #[cold]

@@ -77,6 +77,10 @@ pub(crate) struct G {
     /// allocation until it uses one; emptied by the goroutine itself as it exits
     /// (`local::goroutine_exit`), so a reused G starts fresh.
     pub(crate) locals: crate::local::Locals,
+    /// No-preempt count (`preempt/mod.rs`): written only by the goroutine's own execution
+    /// (and by whoever owns a G that is not running), read by the preemption handler on the
+    /// thread running it. Non-zero whenever the G is not running user code.
+    pub(crate) nopreempt: AtomicU32,
     /// The M this goroutine is locked to (`lock_os_thread`, or a temporary runtime lock), or
     /// null (Go's `g.lockedm`). Written by the goroutine itself while it runs; read by the M
     /// that dequeues it (the queue's release/acquire orders it).
@@ -100,6 +104,7 @@ impl G {
             sched,
             name: None,
             locals: crate::local::Locals::new(),
+            nopreempt: AtomicU32::new(1),
             lockedm: ptr::null_mut(),
         })
     }

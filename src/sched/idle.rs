@@ -64,6 +64,7 @@ pub(crate) fn acquirep(m: &M, p: *mut P) {
     pr.m.store(m as *const M as *mut M, Ordering::Relaxed);
     m.pword.set(w);
     m.p.set(p);
+    crate::preempt::p_busy(&m.sched);
     if m.sched.pin {
         m.pin(pr.cpu);
     }
@@ -198,12 +199,39 @@ fn newm(s: &Sched, p: *mut P, spinning: bool) {
         sy.allm.push(mp);
     }
     crate::sched::sysmon::ensure_started(s);
-    {
+    let others = {
         let mut live = s.mlive.lock().unwrap_or_else(|e| e.into_inner());
         *live += 1;
-    }
+        *live - 1
+    };
     if let Err(e) = m::spawn_thread(mp) {
-        fatal_fmt(format_args!("cannot create an M (OS thread): {e}"));
+        if others == 0 {
+            fatal_fmt(format_args!("cannot create an M (OS thread): {e}"));
+        }
+        // The OS refused a thread (EAGAIN: RLIMIT_NPROC, or no memory mapping left for its
+        // stack — a program that exhausted vm.max_map_count with goroutine stacks, whose
+        // spawns already fail with a clear error). Other Ms are alive to run the work, so
+        // take this one back instead of aborting: the P goes idle (its queue stays visible
+        // to stealing Ms) and a later wake-up tries again.
+        {
+            let mut live = s.mlive.lock().unwrap_or_else(|e| e.into_inner());
+            *live -= 1;
+        }
+        {
+            let mut sy = s.lock();
+            sy.allm.retain(|&x| x != mp);
+            sy.mcount -= 1;
+            pidleput(s, &mut sy, p);
+        }
+        if spinning {
+            spin::release_spinner(&s.nmspinning);
+        }
+        // SAFETY: the thread was never created: nothing else refers to this M.
+        drop(unsafe { Box::from_raw(mp) });
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!("gort: cannot create an M (OS thread): {e}; continuing with the Ms there are")
+        });
     }
 }
 

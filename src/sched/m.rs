@@ -101,6 +101,13 @@ pub(crate) struct M {
     pub(crate) pinned: Cell<i32>,
     /// xorshift state for victim selection.
     pub(crate) rand: Cell<u64>,
+    /// A preemption signal is in flight to this thread (`preempt::request` sets it, the
+    /// handler clears it: how the handler tells our SIGURGs from others').
+    pub(crate) preempt_pending: AtomicBool,
+    /// The cooperative half of a request (`preempt::cooperative_check`).
+    pub(crate) preempt_coop: AtomicBool,
+    /// When the quantum of the goroutine a request targets expired (ns), for the latency.
+    pub(crate) preempt_expiry: AtomicU64,
 }
 
 // SAFETY: the `Cell`/`UnsafeCell` fields are touched only by the M's own thread (goroutines
@@ -183,6 +190,9 @@ impl M {
             foreign_since: AtomicU64::new(0),
             pinned: Cell::new(-1),
             rand: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)),
+            preempt_pending: AtomicBool::new(false),
+            preempt_coop: AtomicBool::new(false),
+            preempt_expiry: AtomicU64::new(0),
         })
     }
 

@@ -163,6 +163,8 @@ mod imp {
         pub(crate) timers: crate::time::SchedTimers,
         /// The network poller (created at the first socket; see `netpoll/mod.rs`).
         pub(crate) netpoll: crate::netpoll::Poller,
+        /// Asynchronous preemption: mode, quantum, monitor, counters (`preempt/mod.rs`).
+        pub(crate) preempt: crate::preempt::PreemptState,
         /// Ms with a goroutine locked to them (statistics).
         pub(crate) mlocked: AtomicU64,
         /// The preemption quantum in ns (also sysmon's foreign-blocking threshold).
@@ -181,11 +183,8 @@ mod imp {
         /// The scheduler lock.
         #[inline]
         pub(crate) fn lock(&self) -> crate::loom::MutexGuard<'_, Synced> {
-            if let Ok(g) = self.synced.try_lock() {
-                return g;
-            }
-            // Contended: we may sleep in the kernel holding a P; tell sysmon it is us.
-            match super::syscall::runtime_blocking(|| self.synced.lock()) {
+            // Contended, we may sleep in the kernel holding a P: tell sysmon it is us.
+            match super::syscall::lock_marked(&self.synced) {
                 Ok(g) => g,
                 Err(_) => super::fatal("scheduler lock poisoned"),
             }

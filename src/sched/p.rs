@@ -74,7 +74,8 @@ pub(crate) struct P {
     pub(crate) syscalltick: AtomicU32,
     pub(crate) runq: RunQueue<G>,
     /// Scheduler ticks (Go's `schedtick`): incremented each time a G gets a new time slice.
-    /// Written by the holder only (Relaxed load + store); read by sysmon.
+    /// Written by the owner only (Relaxed load + store: no RMW cost); read by the
+    /// preemption monitor (Go's `sysmontick`), which needs only eventual visibility.
     pub(crate) schedtick: AtomicU32,
     /// Owner only.
     pub(crate) gfree: UnsafeCell<LocalFree>,

@@ -142,6 +142,8 @@ mod imp {
         }
         // SAFETY: `gr.sched` points at the runtime the G belongs to, alive while it has Gs.
         let s = unsafe { &*gr.sched };
+        // Our P's run queue is used below: a runtime section (preempt/mod.rs).
+        let _section = crate::preempt::Section::enter();
         let m = current_m();
         if !m.is_null() {
             // SAFETY: this thread's own M.
@@ -150,7 +152,8 @@ mod imp {
             if !p.is_null() && std::ptr::eq(&*mr.sched, s) {
                 // Holding a P (g0, or a goroutine: checked, sysmon may have taken it).
                 let pr = if mr.curg.get().is_null() {
-                    // SAFETY: g0 holds `p`; sysmon never takes a P from g0 code.
+                    // SAFETY: g0 holds `p`; sysmon never takes a P from g0 (it counts as
+                    // `runtime_blocking`, see `schedule::execute`).
                     unsafe { &*p }
                 } else {
                     crate::sched::syscall::current_p(mr).1

@@ -69,6 +69,8 @@ pub(crate) fn mstart_loop(m: &M) {
     if m.wake_spinning.load(Ordering::Relaxed) {
         m.spinning.set(true);
     }
+    // On g0 (see `execute`). Relaxed: own-thread counter.
+    m.rt_blocking.store(1, Ordering::Relaxed);
     schedule(m);
 }
 
@@ -127,7 +129,15 @@ fn execute(m: &M, g: *mut G, mut inherit: bool) {
         // SAFETY: g's context is valid (Runnable: saved by its last switch or by arch::init)
         // and g0's slot is ours; goroutines run (switching directly among themselves) until
         // one calls `mcall` with nothing local to switch to, which switches back here.
+        // g0 counts as runtime code that may block with the P in hand (sysmon never retakes
+        // a P from g0: `syscall::runtime_blocking`); goroutine code does not.
+        // Relaxed: own-thread counter (see `M::rt_blocking`).
+        m.rt_blocking
+            .store(m.rt_blocking.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        // SAFETY: as above.
         unsafe { arch::switch(m.g0.get(), &(*g).ctx, m as *const M as usize) };
+        m.rt_blocking
+            .store(m.rt_blocking.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         // The goroutine that came back is not necessarily `g`: it is `curg`.
         let back = m.curg.replace(std::ptr::null_mut());
         if !m.lockedg.get().is_null() {
@@ -277,9 +287,18 @@ pub(crate) fn mcall(m: &M, action: Action) {
     let m = if syscall::owns(m, m.p.get()) {
         m
     } else {
-        syscall::regain_p(m)
+        // Getting a P back may move us to another M: `gopark`'s function goes along.
+        let (f, arg) = (m.park_fn.take(), m.park_arg.get());
+        let m = syscall::regain_p(m);
+        m.park_fn.set(f);
+        m.park_arg.set(arg);
+        m
     };
     let g = m.curg.get();
+    // No asynchronous preemption from here until we are resumed (preempt/mod.rs: a G that
+    // is not running always has a non-zero count).
+    // SAFETY: `g` is the running goroutine.
+    unsafe { crate::preempt::g_nopreempt_inc(g) };
     // A locked M runs nothing else: always through g0 (`stoplockedm`).
     let next = if m.lockedg.get().is_null() {
         next_local(m)
@@ -313,6 +332,8 @@ pub(crate) fn mcall(m: &M, action: Action) {
     // stale). Nothing of the old `m` is used from here on.
     // SAFETY: every switch into a goroutine passes the resuming M.
     post_switch(unsafe { &*(resumed_on as *const M) });
+    // SAFETY: raised above; `g` is this goroutine wherever it resumed.
+    unsafe { crate::preempt::g_nopreempt_dec(g) };
 }
 
 /// Run right after a switch lands in a goroutine: if the previous goroutine switched here
@@ -334,6 +355,9 @@ pub(crate) unsafe extern "C" fn goroutine_entry(arg: usize) -> ! {
     // SAFETY: a goroutine always runs on an M.
     post_switch(unsafe { &*current_m() });
     let g = arg as *mut G;
+    // A fresh G starts with a no-preempt count of 1 (set at spawn): user code begins here.
+    // SAFETY: `g` is this goroutine.
+    unsafe { crate::preempt::g_nopreempt_dec(g) };
     // SAFETY: the G is Running on this M; its task field is ours.
     let task = unsafe { (*g).task.take() };
     if let Some(t) = task {
@@ -568,9 +592,7 @@ fn steal_work(m: &M, s: &Sched, pr: &P) -> Option<*mut G> {
             // move the ping-pong pair apart.
             let delay = || {
                 if victim.status() == PStatus::Running {
-                    syscall::runtime_blocking(|| {
-                        std::thread::sleep(std::time::Duration::from_micros(3))
-                    });
+                    std::thread::sleep(std::time::Duration::from_micros(3));
                 }
             };
             if let Some(g) = victim.runq.steal_into_with(&pr.runq, steal_runnext, delay) {
@@ -680,6 +702,9 @@ pub(crate) fn spawn(
     stack_size: usize,
     name: Option<Box<str>>,
 ) -> std::io::Result<u64> {
+    // The local P's owner-only state is used below: a runtime section (preempt/mod.rs),
+    // closed before the back-pressure switch.
+    let section = crate::preempt::Section::enter();
     let m = current_m();
     let mut local: Option<&P> = None;
     if !m.is_null() {
@@ -705,6 +730,8 @@ pub(crate) fn spawn(
         gr.name = name;
         let top = gr.stack.as_ref().expect("G without a stack").top();
         arch::init(&mut gr.ctx, top, goroutine_entry, g as usize);
+        // Relaxed: published with the status below.
+        gr.nopreempt.store(1, Ordering::Relaxed);
         gr.set_status(Status::Runnable);
     }
     match local {
@@ -712,6 +739,7 @@ pub(crate) fn spawn(
             PCounters::bump(&p.counters.spawned);
             let overflowed = runqput(s, p, g, true);
             idle::wakep(s);
+            drop(section);
             if overflowed || p.runq.len() >= SPAWN_BURST {
                 // Back-pressure: a goroutine spawning faster than anything runs has just
                 // queued `SPAWN_BURST` goroutines on its P. Let the queue drain before spawning

@@ -51,13 +51,16 @@
 //! goroutine has run a whole quantum.
 //!
 //! The M must not be mistaken for foreign-blocked while it blocks *inside the runtime* with its
-//! P in hand (a contended scheduler lock, the steal back-off, mmap of a new stack): those sites
-//! run under [`runtime_blocking`], which sysmon respects; page faults are told apart through
+//! P in hand (a contended scheduler, channel or condition-variable lock, mmap of a new stack):
+//! those sites run under
+//! [`runtime_blocking`], which sysmon respects — and so does all of g0 (`schedule::execute`
+//! counts it as one such stretch: timer callbacks, the steal back-off, idle bookkeeping); page faults are told apart through
 //! `/proc/self/task/<tid>/syscall` (`-1`: in the kernel, but not in a system call). What is
 //! left: a system call made by runtime code outside `runtime_blocking` that sleeps longer than
 //! a sysmon tick after its goroutine ran a whole quantum. Runtime code that may sleep in the
-//! kernel while holding a P must be marked (the scheduler lock when contended, the steal
-//! back-off, stack allocation are).
+//! kernel while holding a P must be marked ([`lock_marked`] for mutexes; the scheduler,
+//! channel and condition-variable locks and stack allocation are; g0 is as a whole; the
+//! semaphore queue lock of `sync/sema.rs`, also built under loom, is not yet).
 //!
 //! # Locked goroutines (Go's `LockOSThread`)
 //! `m.lockedg` / `g.lockedm` tie a goroutine and an M together, counted in two parts: the
@@ -116,8 +119,11 @@ pub(crate) fn regain_p<'a>(m: &M) -> &'a M {
         if m.oldp.get().is_null() {
             fatal("a goroutine's M holds no P");
         }
-        // A runtime call inside `gort::syscall`'s closure: leave the syscall now.
+        // A runtime call inside `gort::syscall`'s closure: leave the syscall now. Runtime
+        // sections open in the caller move with the goroutine (preempt/mod.rs).
+        let carried = crate::preempt::sections_carry_out();
         exitsyscall_m(m);
+        crate::preempt::sections_carry_in(carried);
         // SAFETY: this thread's M (the goroutine may have moved).
         return unsafe { &*current_m() };
     }
@@ -145,7 +151,10 @@ pub(crate) fn regain_p<'a>(m: &M) -> &'a M {
     // Gone: sysmon handed it off. Forget it and take the slow path.
     m.p.set(std::ptr::null_mut());
     m.spinning.set(false);
+    // Runtime sections open in the caller move with the goroutine (preempt/mod.rs).
+    let carried = crate::preempt::sections_carry_out();
     exitsyscall_slow(m);
+    crate::preempt::sections_carry_in(carried);
     // SAFETY: this thread's M (the goroutine may have moved).
     unsafe { &*current_m() }
 }
@@ -166,6 +175,19 @@ pub(crate) fn runtime_blocking<R>(f: impl FnOnce() -> R) -> R {
     let r = f();
     mr.rt_blocking.store(n, Ordering::Relaxed);
     r
+}
+
+/// Lock a runtime mutex that goroutine code may find contended while holding a P: the wait
+/// (a futex sleep) runs under [`runtime_blocking`]. Poisoning is passed through.
+#[inline]
+pub(crate) fn lock_marked<T>(
+    m: &crate::loom::Mutex<T>,
+) -> std::sync::LockResult<crate::loom::MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Ok(g),
+        Err(std::sync::TryLockError::Poisoned(e)) => Err(e),
+        Err(std::sync::TryLockError::WouldBlock) => runtime_blocking(|| m.lock()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

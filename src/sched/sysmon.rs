@@ -51,7 +51,8 @@
 //!   `syscall.rs`. Cost: nothing unless a goroutine ran a whole quantum; then two `pread`s per
 //!   look at that P. The M field `foreign_since` is the second detector's stamp (set by the
 //!   preemption handler when it sees the M outside the executable's code); an M stamped for a
-//!   quantum is retaken through the same [`retake_foreign`].
+//!   quantum is retaken through the same [`retake_foreign`]. Under qemu-user the /proc
+//!   detector is off ([`under_emulator`]).
 //!
 //! Other engineers' checks slot into the same loop: preemption requests sit next to the
 //! foreign-blocking check (same `ran` condition); the network poll (`netpoll::sysmon_poll`: poll if
@@ -210,6 +211,18 @@ pub(crate) fn syscall_entered(s: &Sched, p: &P) {
     }
 }
 
+/// Whether this process runs under qemu-user (which hides itself from `/proc/self/exe` but
+/// not from `/proc/thread-self/exe`). There, foreign-blocking detection is off: qemu's own
+/// threads block in host futexes inside *any* guest code — translation, the exclusive
+/// sections that emulate some atomics — so "asleep in a system call" no longer means "outside
+/// the runtime". `Stats::foreign_detection` says so.
+fn under_emulator() -> bool {
+    std::fs::read_link("/proc/thread-self/exe")
+        .ok()
+        .and_then(|p| Some(p.file_name()?.to_str()?.starts_with("qemu-")))
+        .unwrap_or(false)
+}
+
 /// What sysmon remembers about one P (Go's `sysmontick`, plus the foreign-blocking watch).
 #[derive(Default)]
 struct PRecord {
@@ -286,6 +299,10 @@ impl Sysmon {
         // SAFETY: prctl on the calling thread; 1 ns of timer slack (see the module docs). A
         // failure only makes short sleeps longer.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        if under_emulator() {
+            // Relaxed: read by `stats()` and by this thread only.
+            s.sysmon.foreign_detection.store(false, Ordering::Relaxed);
+        }
         let mut idle = 0u32;
         let mut delay = BASE_DELAY_NS;
         // Sleeps left during which nudges are off (one nudge per back-off period).

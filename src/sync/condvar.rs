@@ -83,7 +83,7 @@ impl Condvar {
 
     fn lock(&self) -> QueueGuard<'_, List> {
         // Nothing panics under this lock; a poisoned one would still be consistent.
-        self.q.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sched::syscall::lock_marked(&self.q).unwrap_or_else(|e| e.into_inner())
     }
 
     /// Link `node` (the caller still holds the user's mutex).

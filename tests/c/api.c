@@ -183,8 +183,23 @@ static void fp_control(void) {
 
 /* ---- everything else ---- */
 
+static void blocking_sleep(void *arg) {
+    struct timespec ts = {0, 1000000}; /* a C library call that blocks in the kernel */
+    nanosleep(&ts, NULL);
+    *(int *)arg += 1;
+}
+
 static void misc(void) {
     CHECK(gort_current_id() != 0);
+    int calls = 0;
+    CHECK(gort_syscall(blocking_sleep, &calls) == 0 && calls == 1);
+    CHECK(gort_syscall(NULL, NULL) == -EINVAL);
+    gort_lock_os_thread();
+    gort_lock_os_thread();
+    gort_unlock_os_thread();
+    gort_yield();
+    gort_unlock_os_thread();
+    gort_unlock_os_thread(); /* without a lock: no-op */
     CHECK(gort_sleep_ns(-1) == -EINVAL);
     int64_t t0 = now_ns();
     CHECK(gort_sleep_ns(2000000) == 0);
