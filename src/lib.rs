@@ -37,6 +37,13 @@ pub mod ffi;
 #[cfg(not(loom))]
 pub mod local;
 #[cfg(not(loom))]
+pub mod net;
+#[cfg(not(loom))]
+pub(crate) mod netpoll;
+#[cfg(all(test, loom))]
+#[path = "netpoll/loom_models.rs"]
+mod netpoll_loom_models;
+#[cfg(not(loom))]
 pub(crate) mod preempt;
 #[cfg(not(loom))]
 mod runtime;

@@ -290,6 +290,7 @@ impl Sched {
             m_wakeups: AtomicU64::new(0),
             retired_counters: PCounters::default(),
             timers: crate::time::SchedTimers::new(),
+            netpoll: crate::netpoll::Poller::new(),
             preempt: crate::preempt::PreemptState::new(cfg.preempt, cfg.quantum),
             mlocked: AtomicU64::new(0),
             quantum_ns: cfg.quantum.as_nanos().min(u64::MAX as u128) as u64,
@@ -371,6 +372,7 @@ impl Sched {
                 let mr = unsafe { &*m };
                 mr.nextp.store(std::ptr::null_mut(), Ordering::Relaxed);
                 mr.park.wake();
+                crate::netpoll::kick_m(self, m);
             }
         }
         let mut live = self.mlive.lock().unwrap_or_else(|e| e.into_inner());

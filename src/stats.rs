@@ -52,6 +52,13 @@ pub struct Stats {
     pub local_queued: usize,
     /// Goroutines waiting in the global run queue at snapshot time.
     pub global_queued: usize,
+    /// Network polls (`epoll_wait` calls: non-blocking ones before stealing, blocking ones
+    /// by the idle M, sysmon's).
+    pub net_polls: u64,
+    /// Of those, blocking polls (an idle M waiting in epoll instead of on its futex).
+    pub net_blocking_polls: u64,
+    /// Goroutines (and plain threads) readied by the network poller.
+    pub net_readied: u64,
     /// `gort::syscall` calls by goroutines.
     pub syscalls: u64,
     /// Ps sysmon took from a goroutine blocked in `gort::syscall` with work waiting on the P
@@ -87,6 +94,7 @@ pub(crate) fn collect(s: &Sched) -> Stats {
     let st = crate::stack::stats();
     // Relaxed: statistics.
     let outside = s.spawned_outside.load(Ordering::Relaxed);
+    let np = s.netpoll.stats();
     Stats {
         procs: s.procs() as usize,
         goroutines: schedule::live_goroutines(s),
@@ -109,6 +117,9 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         stack_reserved_bytes: st.reserved_bytes,
         local_queued: schedule::local_queued(s),
         global_queued: s.runqsize.load(Ordering::Relaxed) as usize,
+        net_polls: np.polls,
+        net_blocking_polls: np.blocking_polls,
+        net_readied: np.readied,
         preempt: s.preempt.stats(),
         syscalls: t[10],
         handoffs_syscall_work: s.sysmon.handoffs[0].load(Ordering::Relaxed),
@@ -148,6 +159,7 @@ impl fmt::Display for Stats {
             f,
             "yields={} parks={}  queued: local={} global={}  idle_procs={} spinning={}\n\
              timers: run={} pending={}\n\
+             netpoll: polls={} blocking={} readied={}\n\
              syscalls={} handoffs: syscall work={} idle={} long={} foreign={}{}\n\
              threads: live={} idle={} locked={}  sysmon rounds={}\n\
              stacks: {} mapped, {} MiB reserved, guards by {}",
@@ -159,6 +171,9 @@ impl fmt::Display for Stats {
             self.spinning,
             self.timers_run,
             self.timers_pending,
+            self.net_polls,
+            self.net_blocking_polls,
+            self.net_readied,
             self.syscalls,
             self.handoffs_syscall_work,
             self.handoffs_syscall_idle,

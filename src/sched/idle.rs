@@ -138,14 +138,16 @@ pub(crate) fn startm(s: &Sched, p: *mut P, spinning: bool) {
         let mut m = sy.midle.pop();
         // Relaxed: `sleeper` is read and written under the scheduler lock only.
         let sleeper = s.timers.sleeper.load(Ordering::Relaxed);
-        if m.is_some_and(|m| m == sleeper) {
-            // Keep the timer sleeper watching the timers (Go never hands work to the M
-            // blocked in netpoll either): prefer another idle M, or a new one.
+        if m.is_some_and(|m| m == sleeper || crate::netpoll::is_blocker(s, m)) {
+            // Keep the timer sleeper watching the timers and the netpoll blocker in epoll
+            // (Go never hands work to the M blocked in netpoll): prefer another idle M, or a
+            // new one. (A stale view only costs a break of the blocker's wait.)
+            let special = m.unwrap_or(sleeper);
             let other = sy.midle.pop();
             if other.is_some() || sy.mcount < s.max_threads {
-                sy.midle.push(sleeper);
+                sy.midle.push(special);
                 m = other;
-            } else {
+            } else if special == sleeper {
                 // The thread limit forces our hand: it stops being the sleeper.
                 unregister_sleeper(s);
             }
@@ -166,6 +168,7 @@ pub(crate) fn startm(s: &Sched, p: *mut P, spinning: bool) {
             // Relaxed counter.
             s.m_wakeups.fetch_add(1, Ordering::Relaxed);
             mr.park.wake();
+            crate::netpoll::kick_m(s, m);
         }
         None if may_create => newm(s, p, spinning),
         None => fatal_fmt(format_args!(
@@ -297,6 +300,25 @@ fn wake_without_p(s: &Sched, m: *mut M) {
     // Relaxed counter.
     s.m_wakeups.fetch_add(1, Ordering::Relaxed);
     mr.park.wake();
+    crate::netpoll::kick_m(s, m);
+}
+
+/// Wake one idle M without a P, so that it starts over (with sockets registered, it comes
+/// back to block in the network poller: `netpoll::ensure_poller`). False if no M is idle.
+pub(crate) fn wake_idle_m(s: &Sched) -> bool {
+    let m = {
+        let mut sy = s.lock();
+        let Some(m) = sy.midle.pop() else {
+            return false;
+        };
+        // Relaxed: under the lock.
+        if s.timers.sleeper.load(Ordering::Relaxed) == m {
+            unregister_sleeper(s);
+        }
+        m
+    };
+    wake_without_p(s, m);
+    true
 }
 
 /// [`stopm`], and if `until` is a deadline and no M sleeps for an earlier one, become the
@@ -357,11 +379,21 @@ fn stopm_until(m: &M, until: u64) -> bool {
     if !displaced.is_null() {
         wake_without_p(s, displaced);
     }
-    if deadline == NO_TIMER {
-        m.park.sleep();
-    } else if !m.park.sleep_until(deadline) {
-        // Timed out. If we are still on the idle list, leave it (and the sleeper role) and
-        // start over. Otherwise whoever took us off the list is about to wake us: wait for it
+    // Goroutines readied by a blocking network poll: woken once we know whether we hold a P
+    // (dropping it wakes them).
+    let mut ready = crate::netpoll::Ready::new();
+    let signalled = match crate::netpoll::block_idle(m, deadline, &mut ready) {
+        Some(signalled) => signalled,
+        None if deadline == NO_TIMER => {
+            m.park.sleep();
+            true
+        }
+        None => m.park.sleep_until(deadline),
+    };
+    if !signalled {
+        // Timed out (or the poller returned). If we are still on the idle list, leave it
+        // (and the sleeper role) and start over — with an idle P if the poller readied
+        // goroutines. Otherwise whoever took us off the list is about to wake us: wait for it
         // (the note must be consumed before it is cleared again).
         let mut sy = s.lock();
         // Relaxed: under the lock.
@@ -369,9 +401,19 @@ fn stopm_until(m: &M, until: u64) -> bool {
             unregister_sleeper(s);
         }
         if midle_remove(&mut sy, me) {
-            return false;
+            let p = if ready.is_empty() {
+                None
+            } else {
+                pidleget(s, &mut sy)
+            };
+            drop(sy);
+            if let Some(p) = p {
+                acquirep(m, p);
+            }
+            return p.is_some();
         }
         drop(sy);
+        ready.wake_all();
         m.park.sleep();
     }
     // Relaxed: the note's Acquire in `sleep` ordered these after the waker's stores.

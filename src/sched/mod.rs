@@ -161,6 +161,8 @@ mod imp {
         pub(crate) retired_counters: super::p::PCounters,
         /// The timer sleeper's registration (see `time/mod.rs`).
         pub(crate) timers: crate::time::SchedTimers,
+        /// The network poller (created at the first socket; see `netpoll/mod.rs`).
+        pub(crate) netpoll: crate::netpoll::Poller,
         /// Asynchronous preemption: mode, quantum, monitor, counters (`preempt/mod.rs`).
         pub(crate) preempt: crate::preempt::PreemptState,
         /// Ms with a goroutine locked to them (statistics).

@@ -146,6 +146,13 @@ impl Note {
         }
     }
 
+    /// Whether the note was signalled (the owner, before blocking elsewhere: the network
+    /// poller's `block_idle`).
+    pub(crate) fn is_signalled(&self) -> bool {
+        // Acquire: pairs with the Release swap in `wake`.
+        self.key.load(Ordering::Acquire) != 0
+    }
+
     /// Owner only: block until `wake`.
     pub(crate) fn sleep(&self) {
         #[cfg(not(loom))]

@@ -19,6 +19,7 @@
 //!    starve it);
 //! 2. `runnext`, then the local ring;
 //! 3. a batch from the global queue: `min(len, len/GOMAXPROCS + 1, 128)`;
+//!    3b. the network poller, without blocking (`netpoll::poll_ready`; Go's order);
 //! 4. if fewer than half the busy Ps are already spinning, spin: steal half of a random
 //!    victim's ring (4 passes over all Ps in random order; `runnext` only on the last); then
 //!    run every other P's due timers, and start over if any ran;
@@ -26,7 +27,8 @@
 //! 6. if we were spinning: stop spinning (SeqCst), then re-check every P's queue; if one has
 //!    work, take an idle P back and start over;
 //! 7. sleep on the M's note until `startm` hands over a P — or, as the timer sleeper, until
-//!    the earliest timer (`idle::stopm_timed`; see `time/mod.rs`).
+//!    the earliest timer (`idle::stopm_timed`; see `time/mod.rs`); with sockets registered,
+//!    one idle M sleeps in `epoll_wait` instead (`netpoll/mod.rs`).
 
 use crate::arch;
 use crate::loom::Ordering;
@@ -447,6 +449,11 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
                 PCounters::bump(&pr.counters.global_hits);
                 return Some((g, false));
             }
+        }
+
+        // 3b. The network poller, without blocking (one Relaxed load without sockets).
+        if crate::netpoll::poll_ready(s) {
+            continue 'top;
         }
 
         // 4. Steal, if not too many Ms are spinning already.

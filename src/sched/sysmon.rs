@@ -55,8 +55,8 @@
 //!   detector is off ([`under_emulator`]).
 //!
 //! Other engineers' checks slot into the same loop: preemption requests sit next to the
-//! foreign-blocking check (same `ran` condition), a network poll goes after the P scan in
-//! [`Sysmon::tick`].
+//! foreign-blocking check (same `ran` condition); the network poll (`netpoll::sysmon_poll`: poll if
+//! nobody has for 10 ms) goes before the P scan in [`Sysmon::tick`], in Go's order.
 //!
 //! Rejected: a timer-driven sysmon in the scheduler (an M that blocks cannot watch itself);
 //! sysmon waking every 20 µs forever (an idle process must not burn CPU); signalling the
@@ -384,7 +384,9 @@ impl Sysmon {
     fn tick(&mut self, s: &Sched, now: u64) -> bool {
         // Relaxed: statistics, single writer.
         s.sysmon.rounds.fetch_add(1, Ordering::Relaxed);
-        self.retake(s, now) > 0
+        // Go's order: the network first (poll if nobody has for 10 ms), then retake.
+        let polled = crate::netpoll::sysmon_poll(s, now) > 0;
+        self.retake(s, now) > 0 || polled
     }
 
     /// Go's `retake`: Ps blocked in syscalls, and Ps whose goroutine ran a quantum.

@@ -328,7 +328,7 @@ pub(crate) fn pending(s: &Sched) -> usize {
 }
 
 /// A strong reference to the runtime behind `s`.
-fn sched_arc(s: &Sched) -> Arc<Sched> {
+pub(crate) fn sched_arc(s: &Sched) -> Arc<Sched> {
     // SAFETY: every Sched lives inside an Arc (created by `Sched::start`) and the caller's
     // `&Sched` comes from a live reference to it (a Runtime, an M, or a goroutine of it).
     unsafe {

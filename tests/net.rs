@@ -1,0 +1,871 @@
+//! Integration tests of `gort::net` and the network poller, loopback only (127.0.0.1 and Unix
+//! sockets), every loop bounded.
+//!
+//! Scenarios where scheduling matters run at GOMAXPROCS = 1, 2 and 8 (`at_procs!`), each on
+//! its own [`Runtime`] under a generous hang guard. Timeouts are asserted only in the exact
+//! direction (never before the deadline); lateness is never asserted.
+//!
+//! Tests that change process-wide state (the fd limit) or measure the process (CPU time,
+//! thread count) run in child processes: this binary re-run with `--exact child` and
+//! `GORT_NET_CHILD=<role>`. The 10,000-connection test uses two children, a server and a
+//! client, because each side needs 10,000 fds and the hard limit may be 20,000.
+
+#[macro_use]
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use gort::Runtime;
+use gort::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
+
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
+fn guarded<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> T {
+    common::run_guarded(HANG_GUARD, body)
+}
+
+fn runtime(procs: usize) -> Runtime {
+    Runtime::builder().procs(procs).build().unwrap()
+}
+
+fn under_qemu() -> bool {
+    common::emulator().is_some() || std::env::var_os("GORT_TEST_RUNNER").is_some()
+}
+
+/// Assert `e` is a timeout and `start` is at least `d` ago.
+fn assert_timed_out<T: std::fmt::Debug>(r: std::io::Result<T>, start: Instant, d: Duration) {
+    let e = r.expect_err("expected a timeout");
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    assert!(
+        start.elapsed() >= d,
+        "timed out early: {:?} < {d:?}",
+        start.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Echo through the scheduler.
+
+/// 16 client goroutines × 50 round trips against a goroutine-per-connection echo server.
+fn echo_many(procs: usize) {
+    let rt = runtime(procs);
+    rt.block_on(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = gort::go(move || {
+            for _ in 0..16 {
+                let (mut c, _) = l.accept().unwrap();
+                gort::go(move || {
+                    let mut b = [0u8; 256];
+                    loop {
+                        match c.read(&mut b) {
+                            Ok(0) => return,
+                            Ok(n) => c.write_all(&b[..n]).unwrap(),
+                            Err(e) => panic!("server read: {e}"),
+                        }
+                    }
+                });
+            }
+        });
+        let clients: Vec<_> = (0..16u8)
+            .map(|i| {
+                gort::go(move || {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.set_nodelay(true).unwrap();
+                    for j in 0..50u8 {
+                        let msg = [i, j, 7, 9];
+                        s.write_all(&msg).unwrap();
+                        let mut got = [0u8; 4];
+                        s.read_exact(&mut got).unwrap();
+                        assert_eq!(got, msg);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        server.join().unwrap();
+    });
+}
+
+/// Two goroutines read one `&TcpStream` at once (the per-direction wait lock): every byte is
+/// received exactly once.
+fn concurrent_readers(procs: usize) {
+    let rt = runtime(procs);
+    rt.block_on(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let r = Arc::new(l.accept().unwrap().0);
+        let total = Arc::new(AtomicUsize::new(0));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (r, total) = (r.clone(), total.clone());
+                gort::go(move || {
+                    let mut b = [0u8; 7];
+                    loop {
+                        match (&*r).read(&mut b) {
+                            Ok(0) => return,
+                            Ok(n) => total.fetch_add(n, Ordering::Relaxed),
+                            Err(e) => panic!("{e}"),
+                        };
+                    }
+                })
+            })
+            .collect();
+        for i in 0..1000u32 {
+            w.write_all(&[i as u8]).unwrap();
+            if i % 100 == 0 {
+                gort::yield_now();
+            }
+        }
+        w.shutdown(Shutdown::Write).unwrap();
+        for h in readers {
+            h.join().unwrap();
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 1000);
+    });
+}
+
+/// The blocking-poll path: every P idle (the test thread sleeps outside the runtime), one
+/// goroutine waits on a socket and one sleeps on a timer; both wake.
+fn blocking_poll_wakes_both(procs: usize) {
+    let rt = runtime(procs);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let reader = rt.spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut b = [0u8; 3];
+        s.read_exact(&mut b).unwrap();
+        b
+    });
+    let sleeper = rt.spawn(|| {
+        let t = Instant::now();
+        gort::sleep(Duration::from_millis(30));
+        t.elapsed()
+    });
+    let (mut peer, _) = l.accept().unwrap();
+    // Every P idles now: the timer fires while an M blocks in epoll, then the socket wakes.
+    std::thread::sleep(Duration::from_millis(80));
+    let before = rt.stats();
+    peer.write_all(b"abc").unwrap();
+    assert_eq!(&reader.join().unwrap(), b"abc");
+    assert!(sleeper.join().unwrap() >= Duration::from_millis(30));
+    let after = rt.stats();
+    assert!(after.net_readied > before.net_readied, "{after}");
+    assert!(after.net_blocking_polls > 0, "{after}");
+}
+
+at_procs!(echo_many, concurrent_readers, blocking_poll_wakes_both);
+
+// ---------------------------------------------------------------------------------------------
+// Timeouts and deadlines.
+
+#[test]
+fn read_timeout_and_deadline() {
+    guarded(|| {
+        runtime(2).block_on(|| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (peer, _) = l.accept().unwrap();
+            let d = Duration::from_millis(40);
+            s.set_read_timeout(Some(d)).unwrap();
+            assert_eq!(s.read_timeout().unwrap(), Some(d));
+            let t = Instant::now();
+            assert_timed_out(s.read(&mut [0u8; 8]), t, d);
+            assert_eq!(
+                s.set_read_timeout(Some(Duration::ZERO)).unwrap_err().kind(),
+                ErrorKind::InvalidInput
+            );
+            s.set_read_timeout(None).unwrap();
+            // A deadline in the past fails a blocking read at once.
+            s.set_read_deadline(Some(Instant::now()));
+            assert_eq!(
+                s.read(&mut [0u8; 8]).unwrap_err().kind(),
+                ErrorKind::TimedOut
+            );
+            // Data that is there is returned even past the deadline (std's semantics).
+            (&peer).write_all(b"x").unwrap();
+            gort::sleep(Duration::from_millis(10));
+            assert_eq!(s.read(&mut [0u8; 8]).unwrap(), 1);
+            // A deadline set while a reader is blocked: it re-reads it and times out.
+            s.set_read_deadline(None);
+            let s = Arc::new(s);
+            let s2 = s.clone();
+            let h = gort::go(move || {
+                let t = Instant::now();
+                ((&*s2).read(&mut [0u8; 8]), t)
+            });
+            gort::sleep(Duration::from_millis(20));
+            s.set_read_deadline(Some(Instant::now() + Duration::from_millis(20)));
+            let (r, _) = h.join().unwrap();
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::TimedOut);
+            drop(peer);
+        })
+    });
+}
+
+#[test]
+fn write_timeout_fills_buffer() {
+    guarded(|| {
+        runtime(2).block_on(|| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (_peer, _) = l.accept().unwrap(); // never reads
+            let d = Duration::from_millis(40);
+            s.set_write_timeout(Some(d)).unwrap();
+            let chunk = vec![0u8; 64 * 1024];
+            let mut written = 0usize;
+            let err = loop {
+                assert!(written < 256 << 20, "wrote 256 MiB without blocking");
+                let t = Instant::now();
+                match s.write(&chunk) {
+                    Ok(n) => written += n,
+                    Err(e) => break (e, t),
+                }
+            };
+            assert_eq!(err.0.kind(), ErrorKind::TimedOut, "{}", err.0);
+            assert!(err.1.elapsed() >= d);
+            assert!(written > 0);
+        })
+    });
+}
+
+#[test]
+fn accept_timeout() {
+    guarded(|| {
+        runtime(1).block_on(|| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let d = Duration::from_millis(30);
+            l.set_read_timeout(Some(d)).unwrap();
+            let t = Instant::now();
+            assert_timed_out(l.accept(), t, d);
+            // And it still accepts afterwards.
+            let addr = l.local_addr().unwrap();
+            let c = gort::go(move || TcpStream::connect(addr).unwrap());
+            l.accept().unwrap();
+            c.join().unwrap();
+        })
+    });
+}
+
+/// connect_timeout against a listener whose accept queue is full: Linux drops the SYNs, so
+/// the connect stays in progress until the timeout.
+#[test]
+fn connect_timeout_full_backlog() {
+    guarded(|| {
+        runtime(2).block_on(|| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            // SAFETY: our listening fd; backlog 0 (an accept queue of one).
+            assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+            let addr = l.local_addr().unwrap();
+            let d = Duration::from_millis(100);
+            let mut held = Vec::new();
+            for _ in 0..16 {
+                let t = Instant::now();
+                match TcpStream::connect_timeout(&addr, d) {
+                    Ok(s) => held.push(s),
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+                        assert!(t.elapsed() >= d);
+                        return;
+                    }
+                }
+            }
+            eprintln!("skipped: 16 connects to a full backlog all succeeded (SYNs not dropped?)");
+        })
+    });
+}
+
+#[test]
+fn connect_refused_is_an_error() {
+    guarded(|| {
+        runtime(1).block_on(|| {
+            let addr = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap()
+            };
+            let e = TcpStream::connect(addr).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+        })
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Closing, resets, half-close.
+
+/// `shutdown` from another handle wakes a blocked reader (end-of-file); dropping a `try_clone`
+/// leaves the original working.
+#[test]
+fn shutdown_wakes_blocked_reader() {
+    guarded(|| {
+        runtime(2).block_on(|| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (mut peer, _) = l.accept().unwrap();
+            let s2 = s.try_clone().unwrap();
+            let h = gort::go(move || {
+                let mut s2 = s2;
+                s2.read(&mut [0u8; 8])
+            });
+            gort::sleep(Duration::from_millis(20));
+            s.shutdown(Shutdown::Read).unwrap();
+            assert_eq!(h.join().unwrap().unwrap(), 0);
+            (&s).write_all(b"still").unwrap();
+            let mut b = [0u8; 5];
+            peer.read_exact(&mut b).unwrap();
+            assert_eq!(&b, b"still");
+        })
+    });
+}
+
+/// A peer that closes with SO_LINGER 0 resets the connection: an `io::Error`, no panic.
+#[test]
+fn peer_reset_is_an_error() {
+    guarded(|| {
+        runtime(2).block_on(|| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (peer, _) = l.accept().unwrap();
+            let reader = gort::go(move || {
+                let r = s.read(&mut [0u8; 8]);
+                (r, s)
+            });
+            gort::sleep(Duration::from_millis(20));
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: a valid option value of the right size on our socket.
+            let rc = unsafe {
+                libc::setsockopt(
+                    peer.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &linger as *const libc::linger as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0);
+            drop(peer);
+            let (r, mut s) = reader.join().unwrap();
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::ConnectionReset);
+            // Writing to a reset connection is an error too (no SIGPIPE).
+            let mut failed = false;
+            for _ in 0..8 {
+                if s.write(b"x").is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            assert!(failed);
+        })
+    });
+}
+
+/// Half-close: the client shuts its write half; the server reads to end-of-file, then replies.
+#[test]
+fn half_close() {
+    guarded(|| {
+        runtime(2).block_on(|| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let server = gort::go(move || {
+                let (mut c, _) = l.accept().unwrap();
+                let mut all = Vec::new();
+                c.read_to_end(&mut all).unwrap();
+                c.write_all(&(all.len() as u32).to_le_bytes()).unwrap();
+            });
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&[1u8; 10_000]).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            let mut b = Vec::new();
+            s.read_to_end(&mut b).unwrap();
+            assert_eq!(b, 10_000u32.to_le_bytes());
+            server.join().unwrap();
+        })
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDP and Unix sockets.
+
+#[test]
+fn udp_send_recv_timeout() {
+    guarded(|| {
+        runtime(2).block_on(|| {
+            let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+            let d = Duration::from_millis(30);
+            b.set_read_timeout(Some(d)).unwrap();
+            let t = Instant::now();
+            assert_timed_out(b.recv_from(&mut [0u8; 16]), t, d);
+            let h = gort::go(move || {
+                let mut buf = [0u8; 16];
+                let (n, from) = b.recv_from(&mut buf).unwrap();
+                b.send_to(&buf[..n], from).unwrap();
+                b
+            });
+            gort::sleep(Duration::from_millis(10));
+            a.send_to(b"ping", ba).unwrap();
+            let mut buf = [0u8; 16];
+            let (n, from) = a.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (&b"ping"[..], ba));
+            let b = h.join().unwrap();
+            a.connect(ba).unwrap();
+            b.connect(aa).unwrap();
+            a.send(b"pong").unwrap();
+            assert_eq!(b.recv(&mut buf).unwrap(), 4);
+            assert_eq!(&buf[..4], b"pong");
+        })
+    });
+}
+
+#[test]
+fn unix_stream_and_datagram() {
+    guarded(|| {
+        runtime(2).block_on(|| {
+            let dir = std::env::temp_dir().join(format!("gort-net-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("s.sock");
+            let l = UnixListener::bind(&path).unwrap();
+            let server = gort::go(move || {
+                let (mut c, _) = l.accept().unwrap();
+                let mut b = [0u8; 5];
+                c.read_exact(&mut b).unwrap();
+                c.write_all(&b).unwrap();
+            });
+            let mut c = UnixStream::connect(&path).unwrap();
+            c.write_all(b"hello").unwrap();
+            let mut b = [0u8; 5];
+            c.read_exact(&mut b).unwrap();
+            assert_eq!(&b, b"hello");
+            server.join().unwrap();
+
+            let (mut x, mut y) = UnixStream::pair().unwrap();
+            let d = Duration::from_millis(30);
+            y.set_read_timeout(Some(d)).unwrap();
+            let t = Instant::now();
+            assert_timed_out(y.read(&mut b), t, d);
+            x.write_all(b"12345").unwrap();
+            y.read_exact(&mut b).unwrap();
+            assert_eq!(&b, b"12345");
+
+            let (p, q) = UnixDatagram::pair().unwrap();
+            q.set_read_timeout(Some(d)).unwrap();
+            let t = Instant::now();
+            assert_timed_out(q.recv(&mut b), t, d);
+            let h = gort::go(move || {
+                let mut b = [0u8; 8];
+                let n = q.recv(&mut b).unwrap();
+                b[..n].to_vec()
+            });
+            gort::sleep(Duration::from_millis(10));
+            p.send(b"dgram").unwrap();
+            assert_eq!(h.join().unwrap(), b"dgram");
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+    });
+}
+
+/// A plain thread (no goroutine) using gort sockets blocks, and is woken by the poller.
+#[test]
+fn plain_thread_blocks() {
+    guarded(|| {
+        let rt = runtime(1);
+        let l = rt.block_on(|| TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut b = [0u8; 4];
+            c.read_exact(&mut b).unwrap();
+            c.write_all(&b).unwrap();
+            c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            let t = Instant::now();
+            assert_timed_out(c.read(&mut b), t, Duration::from_millis(20));
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        s.write_all(b"ping").unwrap();
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"ping");
+        t.join().unwrap();
+        drop(rt);
+    });
+}
+
+#[test]
+fn std_conversions() {
+    guarded(|| {
+        runtime(1).block_on(|| {
+            let l: TcpListener = std::net::TcpListener::bind("127.0.0.1:0").unwrap().into();
+            let addr = l.local_addr().unwrap();
+            let c = gort::go(move || TcpStream::connect(addr).unwrap());
+            let (s, _) = l.accept().unwrap();
+            let c = c.join().unwrap();
+            let std_s: std::net::TcpStream = s.into();
+            std_s
+                .set_read_timeout(Some(Duration::from_millis(5)))
+                .unwrap();
+            // Blocking again: a std read with a timeout reports WouldBlock (std on Linux).
+            let e = (&std_s).read(&mut [0u8; 1]).unwrap_err();
+            assert!(matches!(
+                e.kind(),
+                ErrorKind::WouldBlock | ErrorKind::TimedOut
+            ));
+            use std::os::fd::{FromRawFd, IntoRawFd};
+            let fd = c.into_raw_fd();
+            // SAFETY: `fd` is an open TCP socket we own (just given up by `c`).
+            let c = unsafe { TcpStream::from_raw_fd(fd) };
+            (&c).write_all(b"z").unwrap();
+            let mut b = [0u8; 1];
+            (&std_s).read_exact(&mut b).unwrap();
+            assert_eq!(&b, b"z");
+        })
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes: fd limits, CPU time, thread counts.
+
+const CHILD_ENV: &str = "GORT_NET_CHILD";
+
+fn child_ok(role: &str, env: &[(&str, &str)]) -> String {
+    let out = common::run_child_test(CHILD_ENV, role, env, &[], HANG_GUARD);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains(&format!("{role} ok")),
+        "child {role}: {}",
+        common::describe(&out)
+    );
+    eprint!("{stdout}");
+    stdout
+}
+
+#[test]
+fn child() {
+    let Ok(role) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    match role.as_str() {
+        "idle_cpu" => idle_cpu_child(),
+        "emfile" => emfile_child(),
+        "server10k" => server10k_child(),
+        "client10k" => client10k_child(),
+        other => panic!("unknown child role {other}"),
+    }
+    println!("{role} ok");
+}
+
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut ru), 0);
+        ru
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// An idle runtime with registered sockets (and a goroutine blocked reading one) uses about no
+/// CPU: one M blocks in epoll_wait, the others on their futexes.
+#[test]
+fn idle_runtime_with_sockets_uses_no_cpu() {
+    child_ok("idle_cpu", &[]);
+}
+
+fn idle_cpu_child() {
+    let rt = runtime(2);
+    let (l, s, r) = rt.block_on(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (r, _) = l.accept().unwrap();
+        (l, Arc::new(s), r)
+    });
+    let s2 = s.clone();
+    let blocked = rt.spawn(move || (&*s2).read(&mut [0u8; 4]));
+    std::thread::sleep(Duration::from_millis(50));
+    let c0 = cpu_time();
+    std::thread::sleep(Duration::from_millis(200));
+    let used = cpu_time() - c0;
+    println!("idle with sockets: {used:?} CPU in 200 ms");
+    assert!(
+        used < Duration::from_millis(40),
+        "idle runtime used {used:?} of CPU"
+    );
+    (&r).write_all(b"done").unwrap();
+    assert_eq!(blocked.join().unwrap().unwrap(), 4);
+    drop(l);
+}
+
+/// `accept` hitting EMFILE returns the error; the listener works again once fds are free.
+#[test]
+fn accept_emfile_recovers() {
+    child_ok("emfile", &[]);
+}
+
+fn emfile_child() {
+    let rt = runtime(2);
+    rt.block_on(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // The clients connect first (queued in the backlog), then the limit leaves room
+        // for only a few accepted sockets.
+        let clients: Vec<_> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid out-parameter.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        let saved = lim;
+        // The lowest free fd number bounds the open ones from below; allow a few more.
+        let probe = std::fs::File::open("/dev/null").unwrap();
+        let used = probe.as_raw_fd() as u64 + 1;
+        drop(probe);
+        lim.rlim_cur = used + 3;
+        // SAFETY: a valid rlimit value.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+        let mut held = Vec::new();
+        let mut saw_emfile = false;
+        for _ in 0..clients.len() {
+            match l.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+                    saw_emfile = true;
+                    break;
+                }
+            }
+        }
+        assert!(saw_emfile, "never hit EMFILE");
+        let held_n = held.len();
+        held.clear();
+        // The pending connection is still queued: accept now succeeds.
+        let (s, _) = l.accept().unwrap();
+        drop(s);
+        // SAFETY: restoring the saved limit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) }, 0);
+        println!(
+            "EMFILE seen with {} of {} accepted; recovered",
+            held_n,
+            clients.len()
+        );
+    });
+}
+
+/// Raise the soft fd limit to `want` (at most the hard limit). Returns the limit before and
+/// the one now in force.
+fn raise_nofile(want: u64) -> (libc::rlimit, u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-parameter.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let saved = lim;
+    lim.rlim_cur = want.min(lim.rlim_max);
+    // SAFETY: a valid rlimit value.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    (saved, lim.rlim_cur)
+}
+
+fn restore_nofile(saved: libc::rlimit) {
+    // SAFETY: restoring the saved limit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) }, 0);
+}
+
+fn threads_now() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Connections and messages per connection of the big test (scaled down under qemu-user,
+/// where every system call is emulated: 1,000 x 20 already overran the hang guard).
+fn big_shape() -> (usize, usize) {
+    if under_qemu() {
+        (200, 10)
+    } else {
+        (10_000, 100)
+    }
+}
+
+const MSG: usize = 16;
+
+/// 10,000 concurrent TCP connections at GOMAXPROCS = 2, each echoing 100 messages exactly,
+/// with the thread count of the server staying at about GOMAXPROCS + a few.
+#[test]
+fn tcp_10k_connections() {
+    guarded(|| {
+        let (conns, _) = big_shape();
+        let mut server = common::self_command();
+        server
+            .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, "server10k")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        /// Kills the server if the test fails before it exits.
+        struct Reap(std::process::Child);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut server = Reap(server.spawn().unwrap());
+        let mut out = std::io::BufReader::new(server.0.stdout.take().unwrap());
+        use std::io::BufRead;
+        let mut port = None;
+        for _ in 0..50 {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            // The harness may print "test child ... " before it on the same line.
+            if let Some(i) = line.find("PORT ") {
+                port = Some(line[i + 5..].trim().to_string());
+                break;
+            }
+        }
+        let port = port.expect("the server child did not print its port");
+        let client = common::run_child_test(
+            CHILD_ENV,
+            "client10k",
+            &[("GORT_NET_PORT", &port)],
+            &[],
+            HANG_GUARD,
+        );
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        let status = server.0.wait().unwrap();
+        eprint!("{}{rest}", String::from_utf8_lossy(&client.stdout));
+        assert!(
+            client.status.success(),
+            "client: {}",
+            common::describe(&client)
+        );
+        assert!(
+            status.success() && rest.contains("server10k ok"),
+            "server: {rest}"
+        );
+        assert!(rest.contains(&format!("max_concurrent={conns}")), "{rest}");
+    });
+}
+
+fn server10k_child() {
+    let (conns, msgs) = big_shape();
+    let (saved, now) = raise_nofile(conns as u64 + 256);
+    if now < conns as u64 + 64 {
+        panic!(
+            "RLIMIT_NOFILE hard limit {} is too low for {conns} connections per process \
+             (raise it with `ulimit -Hn`)",
+            saved.rlim_max
+        );
+    }
+    let procs = 2;
+    let rt = runtime(procs);
+    let live = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    let max_threads = Arc::new(AtomicUsize::new(0));
+    let (live2, max2, max_threads2) = (live.clone(), max.clone(), max_threads.clone());
+    rt.block_on(move || {
+        let (live, max, max_threads) = (live2, max2, max_threads2);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        println!("PORT {}", l.local_addr().unwrap().port());
+        let wg = Arc::new(gort::sync::WaitGroup::new());
+        // Accept every connection before echoing on any: all are open at once on this side
+        // too (the client holds its own until every one is connected).
+        let accepted: Vec<TcpStream> = (0..conns).map(|_| l.accept().unwrap().0).collect();
+        max.store(accepted.len(), Ordering::Relaxed);
+        for mut c in accepted {
+            live.fetch_add(1, Ordering::Relaxed);
+            let (live, wg, max_threads) = (live.clone(), wg.clone(), max_threads.clone());
+            wg.add(1);
+            gort::go(move || {
+                let mut b = [0u8; MSG];
+                for _ in 0..msgs {
+                    c.read_exact(&mut b).unwrap();
+                    c.write_all(&b).unwrap();
+                }
+                // The client closes after its last reply.
+                assert_eq!(c.read(&mut b).unwrap(), 0);
+                max_threads.fetch_max(threads_now(), Ordering::Relaxed);
+                live.fetch_sub(1, Ordering::Relaxed);
+                wg.done();
+            });
+        }
+        wg.wait();
+    });
+    let threads = max_threads.load(Ordering::Relaxed);
+    let st = rt.stats();
+    println!(
+        "server: max_concurrent={} threads(max seen)={threads} procs={procs}\n{st}",
+        max.load(Ordering::Relaxed)
+    );
+    assert!(
+        threads <= procs + 8,
+        "{threads} threads at GOMAXPROCS={procs} (expected about GOMAXPROCS + a few)"
+    );
+    restore_nofile(saved);
+}
+
+fn client10k_child() {
+    let (conns, msgs) = big_shape();
+    let (saved, now) = raise_nofile(conns as u64 + 256);
+    assert!(
+        now >= conns as u64 + 64,
+        "RLIMIT_NOFILE hard limit {} is too low for {conns} connections",
+        saved.rlim_max
+    );
+    let port: u16 = std::env::var("GORT_NET_PORT").unwrap().parse().unwrap();
+    let rt = runtime(2);
+    let t = Instant::now();
+    rt.block_on(move || {
+        let connected = Arc::new(gort::sync::WaitGroup::new());
+        let go_ahead = Arc::new(gort::sync::WaitGroup::new());
+        go_ahead.add(1);
+        connected.add(conns as i32);
+        let hs: Vec<_> = (0..conns)
+            .map(|i| {
+                let (connected, go_ahead) = (connected.clone(), go_ahead.clone());
+                gort::go(move || {
+                    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    connected.done();
+                    // All connections are open at once before any echoes.
+                    go_ahead.wait();
+                    let mut b = [0u8; MSG];
+                    for j in 0..msgs {
+                        let mut m = [0u8; MSG];
+                        m[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                        m[8..].copy_from_slice(&(j as u64).to_le_bytes());
+                        s.write_all(&m).unwrap();
+                        s.read_exact(&mut b).unwrap();
+                        assert_eq!(b, m);
+                    }
+                })
+            })
+            .collect();
+        connected.wait();
+        go_ahead.done();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    println!(
+        "client: {conns} connections x {msgs} round trips in {:?}",
+        t.elapsed()
+    );
+    restore_nofile(saved);
+}
