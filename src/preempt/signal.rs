@@ -204,12 +204,16 @@ unsafe fn preempt(info: *mut libc::siginfo_t, uc: *mut libc::ucontext_t, errno: 
         // per-G count covers `mcall` and `no_preempt`; the per-thread one the runtime's
         // locks; `rt_blocking` g0 and marked runtime waits.
         let g = mr.curg.get();
+        let nopreempt = if g.is_null() {
+            1
+        } else {
+            // SAFETY: `curg`, when set, runs on this thread (we interrupted it).
+            unsafe { (*g).nopreempt.load(Ordering::Relaxed) }
+        };
         let user_code = !mr.p.get().is_null()
             && super::locks() == 0
             && mr.rt_blocking.load(Ordering::Relaxed) == 0
-            // SAFETY: `curg`, when set, runs on this thread (we interrupted it).
-            && !g.is_null()
-            && unsafe { (*g).nopreempt.load(Ordering::Relaxed) } == 0;
+            && nopreempt == 0;
         if result == Err(Refusal::Foreign) && user_code {
             let now = crate::time::nanotime().max(1);
             if mr.foreign_since.load(Ordering::Relaxed) == 0 {
