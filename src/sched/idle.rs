@@ -221,7 +221,24 @@ fn newm(s: &Sched, p: *mut P, spinning: bool) {
             let mut sy = s.lock();
             sy.allm.retain(|&x| x != mp);
             sy.mcount -= 1;
-            pidleput(s, &mut sy, p);
+            // SAFETY: the P was handed to us: fresh off the idle list (still Idle) or taken
+            // from a blocked M by sysmon (Running, ours).
+            let pr = unsafe { &*p };
+            // An idle P keeps no queue: its goroutines go to the global queue, which every M
+            // checks before it idles.
+            pr.runq.drain(|g| {
+                // SAFETY: drained from the P we own; each G is now only ours.
+                unsafe { sy.runq.push_back(g.as_ptr()) }
+            });
+            // Relaxed: see runqput (the lock orders it for lock holders).
+            s.runqsize.store(sy.runq.len() as u32, Ordering::Relaxed);
+            if pr.status() == PStatus::Idle {
+                sy.pidle.push(p);
+                // SeqCst: see pidleput.
+                s.npidle.fetch_add(1, Ordering::SeqCst);
+            } else {
+                pidleput(s, &mut sy, p);
+            }
         }
         if spinning {
             spin::release_spinner(&s.nmspinning);
