@@ -2399,12 +2399,6 @@ fn child_std_mutex() {
 
 #[test]
 fn std_mutex_and_println_across_preemption_handoff() {
-    if common::emulator().is_some() {
-        // The holder's thread gets its P back only through sysmon's foreign-blocking retake
-        // of the waiter's P, and foreign detection is off under qemu-user (sched/sysmon.rs).
-        println!("foreign-blocking detection is unavailable under qemu-user: skipped");
-        return;
-    }
     child_ok(
         "std_mutex",
         &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "100")],

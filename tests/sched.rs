@@ -246,9 +246,14 @@ fn busy_round(rt: &Runtime, observed: &Arc<Observed>) {
                         // Relaxed: a maximum of values already ordered by `running`.
                         observed.max_running.fetch_max(now, Ordering::Relaxed);
                         sum ^= busy(2_000);
-                        observed.threads.lock().unwrap().insert(tid());
                         // SeqCst: see above.
                         observed.running.fetch_sub(1, Ordering::SeqCst);
+                        // Outside the counted section: a goroutine inside libc (gettid, a
+                        // contended std Mutex) may have its P retaken by sysmon's foreign-
+                        // blocking handoff, and GOMAXPROCS is then exceeded by design while
+                        // that call lasts (DESIGN.md §5). Under qemu-user those calls are
+                        // slow enough to be caught there.
+                        observed.threads.lock().unwrap().insert(tid());
                         gort::yield_now();
                     }
                     sum

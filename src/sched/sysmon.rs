@@ -437,14 +437,6 @@ impl Sysmon {
         }
         // SAFETY: Ms are freed only when the runtime is dropped.
         let mr = unsafe { &*m };
-        // Off (qemu-user, no /proc): neither detector. Under qemu-user a guest's
-        // `clock_gettime` is a real system call in libc, so a CPU-bound goroutine that reads
-        // the clock is sampled "in libc" at most signals and would lose its P again and
-        // again (seen: 122 goroutines running at once at GOMAXPROCS = 1).
-        // Relaxed: a flag set once at start.
-        if !s.sysmon.foreign_detection.load(Ordering::Relaxed) {
-            return false;
-        }
         // Relaxed: the stamp's writer is the M's own signal handler; a stale read delays.
         let stamp = mr.foreign_since.load(Ordering::Relaxed);
         // Only a stamp the handler confirmed in answer to the latest signal: a thread that
@@ -461,6 +453,9 @@ impl Sysmon {
                     && confirmed()
                     && mr.rt_blocking.load(Ordering::Relaxed) == 0
             });
+        }
+        if !s.sysmon.foreign_detection.load(Ordering::Relaxed) {
+            return false;
         }
         // Relaxed: written once by the M's thread at start.
         let tid = mr.tid.load(Ordering::Relaxed);
