@@ -566,19 +566,6 @@ fn child() {
     println!("{role} ok");
 }
 
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut ru), 0);
-        ru
-    };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 /// An idle runtime with registered sockets (and a goroutine blocked reading one) uses about no
 /// CPU: one M blocks in epoll_wait, the others on their futexes.
 #[test]
@@ -597,9 +584,9 @@ fn idle_cpu_child() {
     let s2 = s.clone();
     let blocked = rt.spawn(move || (&*s2).read(&mut [0u8; 4]));
     std::thread::sleep(Duration::from_millis(50));
-    let c0 = cpu_time();
+    let c0 = common::cpu_time();
     std::thread::sleep(Duration::from_millis(200));
-    let used = cpu_time() - c0;
+    let used = common::cpu_time() - c0;
     println!("idle with sockets: {used:?} CPU in 200 ms");
     assert!(
         used < Duration::from_millis(40),

@@ -63,20 +63,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Process CPU time (user + system) so far.
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut ru), 0);
-        ru
-    };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 // ---------------------------------------------------------------------------------------------
 // 100,000 sleepers.
 
@@ -92,7 +78,7 @@ const SLEEPERS: u64 = 100_000;
 /// (no park) holds the only P for tens of milliseconds at procs = 1.
 fn many_sleepers(procs: usize) -> (Vec<Duration>, Duration, Duration) {
     let rt = runtime(procs);
-    let cpu0 = cpu_time();
+    let cpu0 = common::cpu_time();
     let t0 = Instant::now();
     let over = rt.block_on(|| {
         let table: Arc<Vec<AtomicU64>> =
@@ -117,7 +103,7 @@ fn many_sleepers(procs: usize) -> (Vec<Duration>, Duration, Duration) {
             .collect::<Vec<_>>()
     });
     let wall = t0.elapsed();
-    let cpu = cpu_time() - cpu0;
+    let cpu = common::cpu_time() - cpu0;
     let mut over = over;
     assert_eq!(over.len() as u64, SLEEPERS);
     let st = rt.stats();
@@ -548,17 +534,17 @@ fn idle_cpu_child() {
         }
     });
     std::thread::sleep(Duration::from_millis(50));
-    let c0 = cpu_time();
+    let c0 = common::cpu_time();
     std::thread::sleep(IDLE_WINDOW);
-    let idle = cpu_time() - c0;
+    let idle = common::cpu_time() - c0;
     println!("idle runtime, no timers: {idle:?} CPU over {IDLE_WINDOW:?}");
     assert!(idle < IDLE_CPU_LIMIT, "idle runtime used {idle:?} of CPU");
 
     let far = rt.block_on(|| Timer::new(Duration::from_secs(3600)));
     std::thread::sleep(Duration::from_millis(50));
-    let c0 = cpu_time();
+    let c0 = common::cpu_time();
     std::thread::sleep(IDLE_WINDOW);
-    let idle = cpu_time() - c0;
+    let idle = common::cpu_time() - c0;
     println!("idle runtime, one far timer: {idle:?} CPU over {IDLE_WINDOW:?}");
     assert!(
         idle < IDLE_CPU_LIMIT,
@@ -608,9 +594,9 @@ fn sleepers_cpu_child() {
     }
     // The last one counted itself just before parking.
     std::thread::sleep(Duration::from_millis(20));
-    let c0 = cpu_time();
+    let c0 = common::cpu_time();
     std::thread::sleep(IDLE_WINDOW);
-    let asleep = cpu_time() - c0;
+    let asleep = common::cpu_time() - c0;
     let in_time = Instant::now() < base;
     spawner.join().unwrap();
     println!(

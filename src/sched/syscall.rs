@@ -372,23 +372,35 @@ pub(crate) fn handoffp(s: &Sched, p: *mut P) {
 // ---------------------------------------------------------------------------------------------
 // Locked threads
 
-/// Tie the running goroutine to its M (Go's `dolockOSThread`). `internal`: the runtime's
-/// temporary lock (preemption's ThreadHandoff mode) rather than the user's.
-pub(crate) fn lock_thread(internal: bool) {
+/// The running goroutine's M and G and the lock count `internal` selects (the runtime's
+/// temporary lock or the user's), or None off a goroutine.
+fn lock_counter(
+    internal: bool,
+) -> Option<(*mut M, &'static M, *mut G, &'static std::cell::Cell<u32>)> {
     let m = current_m();
     if m.is_null() {
-        return;
+        return None;
     }
-    // SAFETY: this thread's M.
-    let mr = unsafe { &*m };
+    // SAFETY: this thread's M, alive while the thread runs; the borrow is used only by the
+    // caller, on this thread, before it returns.
+    let mr: &'static M = unsafe { &*m };
     let g = mr.curg.get();
     if g.is_null() {
-        return;
+        return None;
     }
     let c = if internal {
         &mr.locked_int
     } else {
         &mr.locked_ext
+    };
+    Some((m, mr, g, c))
+}
+
+/// Tie the running goroutine to its M (Go's `dolockOSThread`). `internal`: the runtime's
+/// temporary lock (preemption's ThreadHandoff mode) rather than the user's.
+pub(crate) fn lock_thread(internal: bool) {
+    let Some((m, mr, g, c)) = lock_counter(internal) else {
+        return;
     };
     match c.get().checked_add(1) {
         Some(n) => c.set(n),
@@ -405,20 +417,8 @@ pub(crate) fn lock_thread(internal: bool) {
 
 /// Undo one [`lock_thread`]; an unlock without a lock is a no-op (as Go's).
 pub(crate) fn unlock_thread(internal: bool) {
-    let m = current_m();
-    if m.is_null() {
+    let Some((_, mr, g, c)) = lock_counter(internal) else {
         return;
-    }
-    // SAFETY: this thread's M.
-    let mr = unsafe { &*m };
-    let g = mr.curg.get();
-    if g.is_null() {
-        return;
-    }
-    let c = if internal {
-        &mr.locked_int
-    } else {
-        &mr.locked_ext
     };
     if c.get() == 0 {
         return;
