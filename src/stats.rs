@@ -90,6 +90,10 @@ pub struct Stats {
 }
 
 pub(crate) fn collect(s: &Sched) -> Stats {
+    // A runtime section: a goroutine preempted holding `mlive` (a std Mutex) would stall
+    // every M that wants to start a thread, possibly all of them (seen under qemu: every P
+    // stuck in `newm` behind a preempted `gort::stats()` caller).
+    let _section = crate::preempt::Section::enter();
     let t = schedule::sum_counters(s);
     let st = crate::stack::stats();
     // Relaxed: statistics.

@@ -159,8 +159,7 @@ mod imp {
     use super::error::*;
     use crate::loom::{AtomicUsize, Ordering};
     use crate::sched::g::G;
-    use crate::sched::m::current_m;
-    use crate::sched::p::PCounters;
+    use crate::sched::m::current_g;
     use crate::sched::park::{Waiter, Wakeup, gopark, goready};
     use crate::time::{deadline_after, instant_to_nanos, nanotime};
     use std::fmt;
@@ -189,24 +188,13 @@ mod imp {
     impl Park for ChanWaiter {
         type Wakeup = ChanWakeup;
 
-        /// Called only by a party about to block (so a Direct waiter counts as a park now).
+        /// Called only by a party about to block.
         #[inline]
         fn new(timed: bool) -> ChanWaiter {
             if !timed {
-                let m = current_m();
-                if !m.is_null() {
-                    // SAFETY: this thread's own M; while one of its goroutines runs, it holds
-                    // a P.
-                    unsafe {
-                        let g = (*m).curg.get();
-                        let p = (*m).p.get();
-                        if !g.is_null() {
-                            if !p.is_null() {
-                                PCounters::bump(&(*p).counters.parks);
-                            }
-                            return ChanWaiter::Direct(g);
-                        }
-                    }
+                let g = current_g();
+                if !g.is_null() {
+                    return ChanWaiter::Direct(g);
                 }
             }
             ChanWaiter::Word(Waiter::new())

@@ -87,7 +87,7 @@ pub(crate) struct PollDesc {
 }
 
 /// Free poll descriptors (process-wide; descriptors are never freed, see module docs).
-static POOL: std::sync::Mutex<Vec<&'static PollDesc>> = std::sync::Mutex::new(Vec::new());
+static POOL: crate::loom::Mutex<Vec<&'static PollDesc>> = crate::loom::Mutex::new(Vec::new());
 
 impl PollDesc {
     fn alloc() -> &'static PollDesc {

@@ -38,7 +38,7 @@ pub(crate) fn yield_keeping_thread(m: &M) {
         st.in_place.fetch_add(1, Ordering::Relaxed);
     } else {
         st.handed_off.fetch_add(1, Ordering::Relaxed);
-        crate::sched::schedule::mcall(m, Action::Backoff);
+        let _ = crate::sched::schedule::mcall(Action::Backoff, None);
     }
     syscall::unlock_thread(true);
 }

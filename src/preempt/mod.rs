@@ -151,15 +151,88 @@ pub(crate) fn init_fast_locks() {
     if !policy::in_executable(locks_inc_slow as *const () as usize) {
         return;
     }
+    let tp = thread_pointer() as isize;
     let addr = LOCKS.with(|c| c as *const Cell<u32> as isize);
-    // Relaxed: any thread that misses it uses the out-of-line path, which is equivalent.
-    LOCKS_OFFSET.store(
-        addr - thread_pointer() as isize,
+    // Relaxed (both): any thread that misses them uses the out-of-line paths, which are
+    // equivalent; the handler is installed after this (a system call) and Ms start after it.
+    LOCKS_OFFSET.store(addr - tp, std::sync::atomic::Ordering::Relaxed);
+    CURRENT_M_OFFSET.store(
+        crate::sched::m::current_m_slot() - tp,
         std::sync::atomic::Ordering::Relaxed,
     );
 }
 
-/// This thread's `LOCKS`, without an out-of-line call when the offset is known.
+/// `&CURRENT_M - thread pointer`, under the same premise as [`LOCKS_OFFSET`]; 0 until
+/// [`init_fast_locks`].
+static CURRENT_M_OFFSET: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+unsafe extern "C" {
+    /// See asm/<arch>/preempt.S: both lie in the pc range the handler refuses.
+    // Opaque pointers for the asm (it only adds the offsets it is given).
+    fn gort_current_g(m_off: isize, curg_off: usize) -> *mut u8;
+    fn gort_switch_enter(m_off: isize, curg_off: usize, nopreempt_off: usize) -> *const u8;
+}
+
+/// The running goroutine (null off one), read so that a preemption cannot come between
+/// finding this thread's M and reading its `curg`: by one helper in the handler's refused
+/// range, or (gort outside the executable, where its code is never preempted) directly.
+#[inline]
+pub(crate) fn current_g() -> *mut crate::sched::g::G {
+    // Relaxed: a constant once set.
+    let off = CURRENT_M_OFFSET.load(std::sync::atomic::Ordering::Relaxed);
+    if off == 0 {
+        return crate::sched::m::current_g_pinned();
+    }
+    // SAFETY: `off` locates this thread's CURRENT_M (init_fast_locks); the offset of `curg`
+    // is the compiler's; the helper only reads.
+    unsafe { gort_current_g(off, crate::sched::m::CURG_OFFSET) as *mut crate::sched::g::G }
+}
+
+/// `mcall`'s first step: raise the running goroutine's no-preempt count and return its M and
+/// G, with no preemption possible in between (see [`current_g`]). None off a goroutine (a
+/// plain thread, g0): nothing raised.
+#[inline]
+pub(crate) fn switch_enter() -> Option<(&'static M, *mut crate::sched::g::G)> {
+    // Relaxed: a constant once set.
+    let off = CURRENT_M_OFFSET.load(std::sync::atomic::Ordering::Relaxed);
+    let m = if off == 0 {
+        // Not preemptible here (see `current_g`).
+        let m = current_m();
+        // SAFETY: a non-null current M is this thread's own, alive while it runs.
+        if m.is_null() || unsafe { (*m).curg.get() }.is_null() {
+            return None;
+        }
+        // SAFETY: as above; `curg` is its running goroutine.
+        unsafe { g_nopreempt_inc((*m).curg.get()) };
+        m as *const M
+    } else {
+        // SAFETY: as in `current_g`; the helper raises `curg`'s count, which only this thread
+        // (and its signal handler, which reads it) touches.
+        unsafe {
+            gort_switch_enter(
+                off,
+                crate::sched::m::CURG_OFFSET,
+                std::mem::offset_of!(crate::sched::g::G, nopreempt),
+            ) as *const M
+        }
+    };
+    compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    if m.is_null() {
+        return None;
+    }
+    // SAFETY: this thread's M (the raised count keeps the goroutine on it), alive while it runs.
+    let m: &'static M = unsafe { &*m };
+    Some((m, m.curg.get()))
+}
+
+/// Raise this thread's `LOCKS`, without an out-of-line call when the offset is known.
+///
+/// The increment must be one step as far as the handler is concerned: a preemption between
+/// reading the thread pointer and storing the count could move the goroutine to another
+/// thread, which would then raise the first thread's count (and race with it). On x86_64 it
+/// is one instruction addressing through `fs`; on aarch64 (thread pointer read, load, add,
+/// store) it is `gort_locks_inc`, which lies inside the trampoline's pc range, the one range
+/// the handler refuses by address (asm/aarch64/preempt.S).
 #[inline(always)]
 fn locks_inc() {
     // Relaxed: a constant once set.
@@ -167,15 +240,38 @@ fn locks_inc() {
     if off == 0 {
         return locks_inc_slow();
     }
-    let c = (thread_pointer() as isize + off) as *const Cell<u32>;
-    // SAFETY: `init_fast_locks` proved `LOCKS` is at this offset in every thread's static TLS.
-    let c = unsafe { &*c };
-    c.set(c.get() + 1);
+    // SAFETY: `init_fast_locks` proved `LOCKS` (a `Cell<u32>`) is at `off` from the thread
+    // pointer in every thread's static TLS; the instruction touches only that word.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!("inc dword ptr fs:[{off}]", off = in(reg) off, options(nostack));
+    }
+    // SAFETY: as above; `gort_locks_inc` clobbers only x1, x2 and the link register.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!(
+            "bl {f}",
+            f = sym gort_locks_inc,
+            in("x0") off,
+            out("x1") _,
+            out("x2") _,
+            out("x30") _,
+            options(nostack),
+        );
+    }
     // The count is raised before anything of the section runs (the handler runs on this
     // thread: only compiler reordering matters).
     compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
+#[cfg(target_arch = "aarch64")]
+unsafe extern "C" {
+    /// `LOCKS += 1` at `tpidr_el0 + x0`, inside the trampoline's refused pc range.
+    fn gort_locks_inc();
+}
+
+/// Lower this thread's `LOCKS`. Several steps are fine here: the count stays raised, so the
+/// handler refuses, until the store that lowers it.
 #[inline(always)]
 fn locks_dec() {
     compiler_fence(std::sync::atomic::Ordering::SeqCst);
@@ -198,7 +294,9 @@ fn section_underflow() -> ! {
     fatal("a runtime section ended on a thread where it was not open")
 }
 
-/// Out of line: the thread pointer must be read afresh (see `current_m`).
+/// Out of line: the thread pointer must be read afresh (see `current_m`). Taken only when gort
+/// is not part of the main executable, whose code the handler then never preempts (its pc is
+/// foreign), so the steps of this increment need no protection.
 #[inline(never)]
 fn locks_inc_slow() {
     LOCKS.with(|c| c.set(c.get() + 1));
@@ -523,12 +621,18 @@ pub(crate) fn request(s: &Sched, m: &M, expired_at: u64) {
 
 /// Called by the trampoline on the preempted goroutine's stack (see the module docs).
 /// Yields according to the mode, then prepares the resume from `pf` on whatever thread
-/// resumed the goroutine.
+/// resumed the goroutine. Returns the goroutine's no-preempt count, still raised: the
+/// trampoline lowers it, inside its own pc range, which the handler refuses. Lowered here,
+/// a second preemption could land between `prepare_resume` and `rt_sigreturn`, move the
+/// goroutine to another thread, and the outer frame would then install the first thread's
+/// alternate signal stack (and mask) on the second: two threads sharing one alternate stack.
 ///
 /// # Safety
 /// Only `gort_preempt_trampoline` calls it, with the frame the handler built.
 #[unsafe(no_mangle)]
-pub(crate) unsafe extern "C" fn gort_preempt_yield(pf: *mut signal::PreemptFrame) {
+pub(crate) unsafe extern "C" fn gort_preempt_yield(
+    pf: *mut signal::PreemptFrame,
+) -> *const std::sync::atomic::AtomicU32 {
     let g = crate::sched::m::current_g();
     // SAFETY: the handler accepted only with a running goroutine on this thread.
     unsafe { g_nopreempt_inc(g) };
@@ -549,12 +653,14 @@ pub(crate) unsafe extern "C" fn gort_preempt_yield(pf: *mut signal::PreemptFrame
         // Relaxed: statistics.
         st.migrated.fetch_add(1, Ordering::Relaxed);
         // To the back of the global queue (Go's `gopreempt_m`); any M resumes us.
-        crate::sched::schedule::mcall(m, Action::Backoff);
+        let _ = crate::sched::schedule::mcall(Action::Backoff, None);
     }
-    // SAFETY: raised above; `g` is ours wherever we resumed.
-    unsafe { g_nopreempt_dec(g) };
-    // SAFETY: our frame; we run on the thread that will rt_sigreturn.
+    // SAFETY: our frame; we run on the thread that will rt_sigreturn (the raised count
+    // keeps this goroutine here until then).
     unsafe { signal::prepare_resume(pf) };
+    compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: `g` is ours wherever we resumed; the trampoline lowers the count.
+    unsafe { &(*g).nopreempt }
 }
 
 /// Start the monitor for a new runtime (when preemption is active) and install the handler.

@@ -28,7 +28,9 @@
 //! section: `crate::loom::Mutex` guards and the channel lock count themselves on the thread
 //! (`LOCKS`), `goready`/`spawn` open a section around their P use, and the switch path holds
 //! the goroutine's own count (it spans the switch, so it lives on the G). The only pc range
-//! checked is the trampoline's, whose code runs with neither count raised.
+//! checked is the trampoline's: it enters and leaves `gort_preempt_yield` with no count raised,
+//! and lowers the count itself after the call so that nothing between the fixed-up frame and
+//! `rt_sigreturn` can be preempted.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -182,6 +182,10 @@ pub(crate) fn startm(s: &Sched, p: *mut P, spinning: bool) {
 
 /// Create an M that starts holding `p`. `mcount` was already incremented.
 fn newm(s: &Sched, p: *mut P, spinning: bool) {
+    // A goroutine may get here (`wakep` after a spawn): it must not be preempted while it
+    // holds `mlive` (a std Mutex, for shutdown's condition variable) or the P it hands over,
+    // or every M that needs a thread would block behind a goroutine waiting for a P.
+    let _section = crate::preempt::Section::enter();
     // SAFETY: `s` lives inside an Arc (every Sched is created by `Sched::start`), and this
     // thread holds a reference to that Arc (a Runtime, an M, or a goroutine of it) for the call.
     let arc = unsafe {

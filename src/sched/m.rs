@@ -148,6 +148,12 @@ thread_local! {
 /// call in a register after it — but a goroutine can come back from a switch on another
 /// thread. Out of line, every call reads the current thread's value. (Seen: `current_id()`
 /// inlined into a goroutine returned another goroutine's id after a `yield_now` moved it.)
+///
+/// The M is the *thread's*: on a goroutine, asynchronous preemption in `Migrate` mode can move
+/// the caller to another thread at any instruction where it is preemptible, after which the
+/// value is another thread's M. Goroutine code uses it only where it cannot be moved: inside
+/// a runtime section (`preempt::Section`) or with its no-preempt count raised (`mcall`), or
+/// for what every M of a runtime shares (`sched`).
 #[inline(never)]
 pub(crate) fn current_m() -> *mut M {
     CURRENT_M.with(|c| c.get())
@@ -157,9 +163,27 @@ pub(crate) fn set_current_m(m: *mut M) {
     CURRENT_M.with(|c| c.set(m));
 }
 
-/// The goroutine running on this thread, or null.
+/// The goroutine running on this thread, or null. Read inside a runtime section: between
+/// finding this thread's M and reading its `curg`, a preemption could move the goroutine to
+/// another thread, and the first M's `curg` would by then be another goroutine (seen under
+/// qemu: a sleep's timer readied a worker that was running).
 #[inline]
 pub(crate) fn current_g() -> *mut G {
+    crate::preempt::current_g()
+}
+
+/// Where this thread's `CURRENT_M` lives (for `preempt::init_fast_locks`).
+pub(crate) fn current_m_slot() -> isize {
+    CURRENT_M.with(|c| c as *const Cell<*mut M> as isize)
+}
+
+/// The offset of `curg` in an M (for the helpers in asm/<arch>/preempt.S).
+pub(crate) const CURG_OFFSET: usize = std::mem::offset_of!(M, curg);
+
+/// [`current_g`] for code that cannot be moved to another thread meanwhile: g0, a signal
+/// handler, an open runtime section, a raised no-preempt count.
+#[inline]
+pub(crate) fn current_g_pinned() -> *mut G {
     let m = current_m();
     if m.is_null() {
         return ptr::null_mut();

@@ -100,23 +100,18 @@ mod imp {
     use super::*;
     use crate::sched::g::{G, Status};
     use crate::sched::m::{Action, ParkFn, current_m};
-    use crate::sched::p::PCounters;
     use crate::sched::{fatal_fmt, idle, schedule};
     use crate::time::heap::{Running, TimerNode};
 
     /// Park the running goroutine. `f(g, arg)` runs on g0 after the G's state is saved and its
-    /// status is Waiting; returning false resumes the G immediately.
+    /// status is Waiting; returning false resumes the G immediately. Counted in the P's `parks`.
     ///
     /// # Safety
     /// Must be called from a goroutine. `arg` must stay valid until `f` has run (it runs before
     /// this call returns).
     pub(crate) unsafe fn gopark(f: ParkFn, arg: usize) {
-        let m = current_m();
-        // SAFETY: we are a goroutine, so this thread is an M and `m` is valid.
-        let mr = unsafe { &*m };
-        mr.park_fn.set(Some(f));
-        mr.park_arg.set(arg);
-        schedule::mcall(mr, Action::Park);
+        // The callback is set on the M by `mcall`, once the goroutine cannot move.
+        let _ = schedule::mcall(Action::Park, Some((f, arg)));
     }
 
     /// Make a Waiting G runnable. Any thread.
@@ -294,15 +289,8 @@ mod imp {
         /// Park the calling goroutine until a winner readies it (or resume at once if one
         /// already won).
         fn park(&self) {
-            let m = current_m();
-            // SAFETY: we are a goroutine; `m` is our M, `p` its P.
-            unsafe {
-                let p = (*m).p.get();
-                if !p.is_null() {
-                    PCounters::bump(&(*p).counters.parks);
-                }
-                gopark(commit_park, self as *const Waiter as usize);
-            }
+            // SAFETY: a goroutine; the waiter outlives the park (it is on our stack).
+            unsafe { gopark(commit_park, self as *const Waiter as usize) };
         }
 
         /// Wake the party. Returns true if this call won (the party was waiting and will see

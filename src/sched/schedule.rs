@@ -34,7 +34,7 @@ use crate::arch;
 use crate::loom::Ordering;
 use crate::sched::g::{G, GQueue, Status};
 use crate::sched::idle::{self, acquirep, pidleput, releasep};
-use crate::sched::m::{Action, M, current_m};
+use crate::sched::m::{Action, M, ParkFn, current_m};
 use crate::sched::p::{P, PCounters, PStatus};
 use crate::sched::runq::RUNQ_SIZE;
 use crate::sched::task::Task;
@@ -281,24 +281,32 @@ fn next_local(m: &M) -> Option<(*mut G, bool)> {
 /// Otherwise switch to g0, which runs the full `find_runnable`.
 ///
 /// Returns when the goroutine is resumed (possibly on another M).
+///
+/// The M is looked up here, after the goroutine's no-preempt count is raised, never taken
+/// from the caller: a caller's M read while the goroutine was still preemptible may belong to
+/// another thread by now (`Migrate` preemption). `park`: `gopark`'s callback and argument.
+/// Returns false, doing nothing, off a goroutine (a plain thread, g0).
 #[inline(never)]
-pub(crate) fn mcall(m: &M, action: Action) {
+pub(crate) fn mcall(action: Action, park: Option<(ParkFn, usize)>) -> bool {
+    // No asynchronous preemption from here until we are resumed (preempt/mod.rs: a G that
+    // is not running always has a non-zero count). Finding the M and raising the count is
+    // one step for the handler, so the M is this thread's and stays so.
+    let Some((m, g)) = crate::preempt::switch_enter() else {
+        return false;
+    };
     // The choke point: is the P still ours (sysmon may have taken it while we blocked)?
+    // Getting it back may move us to another M.
     let m = if syscall::owns(m, m.p.get()) {
         m
     } else {
-        // Getting a P back may move us to another M: `gopark`'s function goes along.
-        let (f, arg) = (m.park_fn.take(), m.park_arg.get());
-        let m = syscall::regain_p(m);
-        m.park_fn.set(f);
-        m.park_arg.set(arg);
-        m
+        syscall::regain_p(m)
     };
-    let g = m.curg.get();
-    // No asynchronous preemption from here until we are resumed (preempt/mod.rs: a G that
-    // is not running always has a non-zero count).
-    // SAFETY: `g` is the running goroutine.
-    unsafe { crate::preempt::g_nopreempt_inc(g) };
+    if let Some((f, arg)) = park {
+        m.park_fn.set(Some(f));
+        m.park_arg.set(arg);
+        // SAFETY: we hold the P (checked above).
+        PCounters::bump(unsafe { &(*m.p.get()).counters.parks });
+    }
     // A locked M runs nothing else: always through g0 (`stoplockedm`).
     let next = if m.lockedg.get().is_null() {
         next_local(m)
@@ -334,6 +342,7 @@ pub(crate) fn mcall(m: &M, action: Action) {
     post_switch(unsafe { &*(resumed_on as *const M) });
     // SAFETY: raised above; `g` is this goroutine wherever it resumed.
     unsafe { crate::preempt::g_nopreempt_dec(g) };
+    true
 }
 
 /// Run right after a switch lands in a goroutine: if the previous goroutine switched here
@@ -363,25 +372,13 @@ pub(crate) unsafe extern "C" fn goroutine_entry(arg: usize) -> ! {
     if let Some(t) = task {
         t.run();
     }
-    let m = current_m();
-    // SAFETY: a goroutine always runs on an M.
-    mcall(unsafe { &*m }, Action::Exit);
+    let _ = mcall(Action::Exit, None);
     fatal("a dead goroutine was resumed")
 }
 
 /// Yield the running goroutine (to the tail of the local queue).
 pub(crate) fn gosched() -> bool {
-    let m = current_m();
-    if m.is_null() {
-        return false;
-    }
-    // SAFETY: this thread's M.
-    let mr = unsafe { &*m };
-    if mr.curg.get().is_null() {
-        return false;
-    }
-    mcall(mr, Action::Yield);
-    true
+    mcall(Action::Yield, None)
 }
 
 fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
@@ -749,7 +746,7 @@ pub(crate) fn spawn(
                 // The spawned goroutines' dead Gs are then reused warm. The spawner goes
                 // to the back of the global queue, as a preempted goroutine does in Go.
                 // SAFETY: `local` is Some only on an M holding a P, i.e. in a goroutine.
-                mcall(unsafe { &*current_m() }, Action::Backoff);
+                let _ = mcall(Action::Backoff, None);
             }
         }
         None => {

@@ -163,11 +163,15 @@ pub(crate) fn regain_p<'a>(m: &M) -> &'a M {
 /// then leaves the P alone). Nests. Any thread (no-op off an M).
 #[inline]
 pub(crate) fn runtime_blocking<R>(f: impl FnOnce() -> R) -> R {
+    // A runtime section: the count below is this thread's M's, so the goroutine must not be
+    // moved to another thread until it is restored.
+    let _section = crate::preempt::Section::enter();
     let m = current_m();
     if m.is_null() {
         return f();
     }
-    // SAFETY: this thread's M; the closure does not switch goroutines, so we stay on it.
+    // SAFETY: this thread's M; the closure does not switch goroutines and the section keeps
+    // preemption away, so we stay on it.
     let mr = unsafe { &*m };
     // Relaxed: own-thread counter, read by sysmon only while this thread sleeps in the kernel.
     let n = mr.rt_blocking.load(Ordering::Relaxed);
@@ -219,6 +223,10 @@ pub(crate) fn syscall<R>(f: impl FnOnce() -> R) -> R {
 /// thread, g0), or when already inside `gort::syscall`: then there is nothing to undo.
 #[inline]
 fn entersyscall() -> bool {
+    // A runtime section until the P is frozen (then the M holds none, and the handler refuses
+    // anyway): the M and P read here must stay this goroutine's. `regain_p` carries it along
+    // if it moves us.
+    let _section = crate::preempt::Section::enter();
     let m = current_m();
     if m.is_null() {
         return false;
@@ -399,6 +407,8 @@ fn lock_counter(
 /// Tie the running goroutine to its M (Go's `dolockOSThread`). `internal`: the runtime's
 /// temporary lock (preemption's ThreadHandoff mode) rather than the user's.
 pub(crate) fn lock_thread(internal: bool) {
+    // A runtime section: the M is this thread's only until the lock is in place.
+    let _section = crate::preempt::Section::enter();
     let Some((m, mr, g, c)) = lock_counter(internal) else {
         return;
     };
@@ -417,6 +427,8 @@ pub(crate) fn lock_thread(internal: bool) {
 
 /// Undo one [`lock_thread`]; an unlock without a lock is a no-op (as Go's).
 pub(crate) fn unlock_thread(internal: bool) {
+    // A runtime section: once the count drops to zero the goroutine may move.
+    let _section = crate::preempt::Section::enter();
     let Some((_, mr, g, c)) = lock_counter(internal) else {
         return;
     };
