@@ -2397,14 +2397,11 @@ fn child_std_mutex() {
     println!("{}", rt.stats().preempt);
 }
 
-/// Ignored: it aborts in about 1 run in 20 with 'P0 status is Idle, expected Running'. The
-/// holder's thread gets its P back through sysmon's foreign retake driven by the signal
-/// handler's stamp, and that retake races with an M that passed its ownership check just
-/// before the P changed hands (issue #5 left open; see the essay in sched/sysmon.rs). With
-/// the stamp path off, the /proc detector alone does not free the P and the test hangs.
-/// Run it with `cargo test --release --test preempt -- --ignored`.
+/// The retake is driven by the handler's foreign stamp, confirmed by a probe after the P is
+/// marked (sched/sysmon.rs, `Probe`): before that protocol this aborted about 1 run in 20
+/// ("P0 status is Idle, expected Running") when the holder came back into the runtime between
+/// its stamp and the retake.
 #[test]
-#[ignore = "known race between the stamp-driven foreign retake and mcall's ownership check (issue #5 open)"]
 fn std_mutex_and_println_across_preemption_handoff() {
     child_ok(
         "std_mutex",

@@ -220,6 +220,15 @@ unsafe fn preempt(info: *mut libc::siginfo_t, uc: *mut libc::ucontext_t, errno: 
                 mr.foreign_since.store(now, Ordering::Relaxed);
             }
             mr.foreign_seen.store(now, Ordering::Relaxed);
+            // sysmon's probe: it marked our P `Retaking` and signalled us; we are outside the
+            // runtime now, after its mark, so our next runtime call will see it. Acquire (the
+            // word): the mark happened before this read; Release (the ack): pairs with
+            // sysmon's Acquire load.
+            // SAFETY: `user_code` implies a P; Ps live as long as their runtime.
+            let w = unsafe { (*mr.p.get()).word() };
+            if crate::sched::p::word_state(w) == crate::sched::p::PStatus::Retaking {
+                mr.foreign_ack.store(w, Ordering::Release);
+            }
         } else {
             mr.foreign_since.store(0, Ordering::Relaxed);
             mr.foreign_seen.store(0, Ordering::Relaxed);

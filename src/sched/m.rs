@@ -104,6 +104,10 @@ pub(crate) struct M {
     pub(crate) foreign_seen: AtomicU64,
     /// When the preemption requester last sent this M a SIGURG (ns).
     pub(crate) signal_sent_at: AtomicU64,
+    /// The `Retaking` word of this M's P that the preemption handler saw while it found the M
+    /// in foreign code on behalf of its goroutine: sysmon's proof, for a stamp-driven retake,
+    /// that the M was outside the runtime *after* the P was marked (`sysmon.rs`).
+    pub(crate) foreign_ack: AtomicU64,
     /// The CPU (index into the allowed set) this thread is pinned to, -1 if none.
     pub(crate) pinned: Cell<i32>,
     /// xorshift state for victim selection.
@@ -221,6 +225,7 @@ impl M {
             foreign_since: AtomicU64::new(0),
             foreign_seen: AtomicU64::new(0),
             signal_sent_at: AtomicU64::new(0),
+            foreign_ack: AtomicU64::new(0),
             pinned: Cell::new(-1),
             rand: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)),
             preempt_pending: AtomicBool::new(false),

@@ -14,8 +14,8 @@
 //! word it installed (`m.pword`), and "do I still own my P?" is one load and one compare
 //! against it (`sched/syscall.rs`, the choke point). Transitions are CASes
 //! ([`P::cas_status`]); a failed one is a broken invariant, and fatal — except that a
-//! `Running` P may be seen `Retaking` for a few microseconds (sysmon, see `sysmon.rs`), which
-//! `cas_status` waits out.
+//! `Running` P may be seen `Retaking` (sysmon checking whether its M is blocked, see
+//! `sysmon.rs`): its holder, busy in the runtime, moves it on from there and sysmon loses.
 //!
 //! Any thread may read the run queue (`runq.is_empty`, `len`) and steal from it; only the
 //! holding M pushes and pops. Owner-only fields live in `UnsafeCell`s and say so. The timer
@@ -142,23 +142,17 @@ impl P {
 
     /// Move `from -> to`, bumping the epoch; returns the new word. A failed transition means
     /// two Ms think they own the P: fatal. A `Running` P found `Retaking` is being checked by
-    /// sysmon, which resolves it within microseconds (it reverts: the holder is running, so its
-    /// thread is not asleep); wait for that.
+    /// sysmon, which has not decided yet: its holder, running runtime code, is evidently not
+    /// blocked, so it moves the P on from there, and sysmon's next CAS (revert or take) fails.
     pub(crate) fn cas_status(&self, from: PStatus, to: PStatus) -> u64 {
-        let mut spins = 0u32;
         loop {
             let w = self.word();
             let state = word_state(w);
-            if state == from {
+            if state == from || (state == PStatus::Retaking && from == PStatus::Running) {
                 let new = next_word(w, to);
                 if self.cas_word(w, new) {
                     return new;
                 }
-                continue;
-            }
-            if state == PStatus::Retaking && from == PStatus::Running && spins < 1_000_000 {
-                spins += 1;
-                std::thread::yield_now();
                 continue;
             }
             crate::sched::fatal_fmt(format_args!(

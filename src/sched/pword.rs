@@ -151,4 +151,112 @@ mod loom_models {
             }
         });
     }
+
+    /// The stamp-driven retake (sysmon.rs, `Probe`): the M was seen in foreign code, but may
+    /// already be back in the runtime, using its P. sysmon marks the P `Retaking`, signals
+    /// the M, and takes the P only if the handler acks — the handler acks only when it finds
+    /// the M outside the runtime *and* sees the mark. The M, in the runtime, checks its word
+    /// (the choke point, or `cas_status` for a P it moves on) and reclaims a `Retaking` P. The
+    /// handler runs on the M's thread at some point of its program: before its runtime call
+    /// (the M is still foreign) or never (the M is in the runtime: the handler refuses, no
+    /// ack). The P's owner-only state is an `UnsafeCell`: loom fails the model if sysmon and
+    /// the M ever use it at the same time.
+    #[test]
+    fn stamp_probe_vs_runtime_entry() {
+        use loom::cell::UnsafeCell;
+        for handler_runs in [false, true] {
+            loom::model(move || {
+                let mine = next_word(0, PStatus::Running);
+                let word = Arc::new(AtomicU64::new(mine));
+                let ack = Arc::new(AtomicU64::new(0));
+                let pstate = Arc::new(UnsafeCell::new(0u32));
+                let (w2, a2, p2) = (word.clone(), ack.clone(), pstate.clone());
+                let sysmon = thread::spawn(move || {
+                    let tentative = next_word(mine, PStatus::Retaking);
+                    if w2
+                        .compare_exchange(mine, tentative, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                    {
+                        return false;
+                    }
+                    // (tgkill; the next look, a tick later.)
+                    if a2.load(Ordering::Acquire) != tentative {
+                        // No answer: revert exactly (fails if the M reclaimed it).
+                        let _ = w2.compare_exchange(
+                            tentative,
+                            mine,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                        return false;
+                    }
+                    let took = w2
+                        .compare_exchange(
+                            tentative,
+                            next_word(tentative, PStatus::Running),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok();
+                    if took {
+                        // handoffp: the next holder uses the P.
+                        p2.with_mut(|v| unsafe { *v += 1 });
+                    }
+                    took
+                });
+                // The M, in foreign code: the handler may run here.
+                if handler_runs {
+                    let w = word.load(Ordering::Acquire);
+                    if word_state(w) == PStatus::Retaking {
+                        ack.store(w, Ordering::Release);
+                    }
+                }
+                // Back into the runtime: the choke point.
+                let mut pword = mine;
+                let w = word.load(Ordering::Acquire);
+                let m_owns = if w == pword {
+                    true
+                } else if w == next_word(pword, PStatus::Retaking) {
+                    let nw = next_word(w, PStatus::Running);
+                    if word
+                        .compare_exchange(w, nw, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        pword = nw;
+                        true
+                    } else {
+                        word.load(Ordering::Acquire) == pword
+                    }
+                } else {
+                    false
+                };
+                if m_owns {
+                    // The M uses its P (if sysmon took it too, loom sees the race).
+                    pstate.with_mut(|v| unsafe { *v += 1 });
+                    // And moves it on, as `cas_status(Running -> Idle)` does: from `Running`,
+                    // or from a `Retaking` that sysmon has not decided yet.
+                    loop {
+                        let w = word.load(Ordering::Acquire);
+                        assert!(
+                            w == pword || w == next_word(pword, PStatus::Retaking),
+                            "the M's P changed hands under it"
+                        );
+                        if word
+                            .compare_exchange(
+                                w,
+                                next_word(w, PStatus::Idle),
+                                Ordering::AcqRel,
+                                Ordering::Acquire,
+                            )
+                            .is_ok()
+                        {
+                            break;
+                        }
+                    }
+                }
+                let sysmon_took = sysmon.join().unwrap();
+                assert!(m_owns ^ sysmon_took, "m {m_owns} sysmon {sysmon_took}");
+            });
+        }
+    }
 }

@@ -50,9 +50,16 @@
 //!   the word exactly, or loses to the M's reclaim CAS. The M's side (the choke point) is in
 //!   `syscall.rs`. Cost: nothing unless a goroutine ran a whole quantum; then two `pread`s per
 //!   look at that P. The M field `foreign_since` is the second detector's stamp (set by the
-//!   preemption handler when it sees the M outside the executable's code); an M stamped for a
-//!   quantum is retaken through the same [`retake_foreign`]. Under qemu-user the /proc
-//!   detector is off ([`under_emulator`]).
+//!   preemption handler when it sees the M outside the executable's code, for its goroutine).
+//!   A stamp says where the M *was*: it may be back in the runtime using its P by now, and
+//!   "has not run since" cannot be had without /proc. So an M stamped for a quantum gets a
+//!   [`Probe`]: the P goes `Running -> Retaking`, sysmon signals the M, and the handler acks
+//!   only if it finds the M foreign *and* sees the mark — the M is then outside the runtime
+//!   after the mark, so its next runtime call sees it. Ack: sysmon takes the P (`Retaking ->
+//!   Running`, decisive against the M's reclaim); no ack within [`PROBE_NS`]: exact revert.
+//!   (`pword.rs`, `stamp_probe_vs_runtime_entry`, models it; taking the P on the stamp alone
+//!   fails that model, and failed 1 run in 20 of the std-Mutex preemption test.) Under
+//!   qemu-user the /proc detector is off ([`under_emulator`]); the probe works there.
 //!
 //! Other engineers' checks slot into the same loop: preemption requests sit next to the
 //! foreign-blocking check (same `ran` condition); the network poll (`netpoll::sysmon_poll`: poll if
@@ -233,7 +240,27 @@ struct PRecord {
     syscallwhen: u64,
     /// The P's M's thread, watched once its goroutine ran a quantum.
     watch: Option<ThreadWatch>,
+    /// A stamp-driven retake in progress (see [`Probe`]).
+    probe: Option<Probe>,
 }
+
+/// A stamp-driven foreign retake waiting for the handler's answer: sysmon marked the P
+/// `Retaking` (word `tentative`, from `orig`) at `since`, then signalled the M. The handler
+/// acks (`M::foreign_ack = tentative`) only if it finds the M in foreign code for its
+/// goroutine, i.e. outside the runtime at a moment after the mark — so the M's next runtime
+/// call sees the mark, and the P can be taken. Without that answer within [`PROBE_NS`] (the M
+/// is in our code, or refused for a runtime section), the word is reverted exactly. The M may
+/// also reclaim the P itself meanwhile (`syscall::regain_p`, `P::cas_status`).
+#[derive(Clone, Copy)]
+struct Probe {
+    tentative: u64,
+    orig: u64,
+    since: u64,
+}
+
+/// How long a probe waits for the handler's answer (signal delivery under load or qemu can
+/// take milliseconds).
+const PROBE_NS: u64 = 5_000_000;
 
 /// Open /proc files of one thread, and its CPU time when last seen asleep.
 struct ThreadWatch {
@@ -397,6 +424,7 @@ impl Sysmon {
         }
         let quantum = s.quantum_ns.max(2 * BASE_DELAY_NS);
         let mut taken = 0;
+        let mut busy = false;
         for i in 0..n {
             // SAFETY: Ps below nprocs_created live as long as the runtime.
             let p = unsafe { &*s.p(i) };
@@ -411,6 +439,19 @@ impl Sysmon {
                     wt.asleep_at = None;
                 }
             }
+            if let Some(probe) = rec.probe {
+                match probe_answer(s, p, probe, now) {
+                    Some(true) => taken += 1,
+                    Some(false) => {}
+                    None => {
+                        // Still waiting: keep looking at the base period.
+                        busy = true;
+                        continue;
+                    }
+                }
+                self.ps[i].probe = None;
+                continue;
+            }
             match word_state(w) {
                 PStatus::Syscall if retake_syscall(s, p, rec, w, now, &mut self.due) => taken += 1,
                 PStatus::Running => {
@@ -421,6 +462,10 @@ impl Sysmon {
                 }
                 _ => {}
             }
+        }
+        if busy && taken == 0 {
+            // A probe is pending: report activity so the period stays at its base.
+            return 1;
         }
         taken
     }
@@ -447,12 +492,19 @@ impl Sysmon {
             seen != 0 && seen >= mr.signal_sent_at.load(Ordering::Relaxed)
         };
         if stamp != 0 && now.saturating_sub(stamp) >= quantum && confirmed() {
-            return retake_foreign(s, p, w, || {
-                // Relaxed (both): see above and `M::rt_blocking`.
-                mr.foreign_since.load(Ordering::Relaxed) == stamp
-                    && confirmed()
-                    && mr.rt_blocking.load(Ordering::Relaxed) == 0
-            });
+            // The stamp says where the M *was*; it may have come back into the runtime since
+            // and be using the P right now. Mark the P, then ask the handler (see `Probe`).
+            let tentative = next_word(w, PStatus::Retaking);
+            if p.cas_word(w, tentative) {
+                self.ps[i].probe = Some(Probe {
+                    tentative,
+                    orig: w,
+                    since: now,
+                });
+                // Expiry 0: not a quantum expiry, kept out of the latency figures.
+                crate::preempt::request(s, mr, 0);
+            }
+            return false;
         }
         if !s.sysmon.foreign_detection.load(Ordering::Relaxed) {
             return false;
@@ -558,6 +610,39 @@ pub(crate) fn retake_foreign(s: &Sched, p: &P, w: u64, still: impl FnOnce() -> b
     }
     take(s, p, Reason::Foreign);
     true
+}
+
+/// A pending [`Probe`] on `p`: `Some(true)` if the handler answered and the P was taken,
+/// `Some(false)` if the probe is over without a retake (the M reclaimed the P, or no answer in
+/// time: reverted), `None` while waiting.
+fn probe_answer(s: &Sched, p: &P, probe: Probe, now: u64) -> Option<bool> {
+    if p.word() != probe.tentative {
+        // The M reclaimed it (or moved it on): it is not blocked.
+        return Some(false);
+    }
+    // Relaxed: a hint; the M is re-read through the word's owner below only as a pointer.
+    let m = p.m.load(Ordering::Relaxed);
+    // SAFETY: Ms are freed only when the runtime is dropped.
+    let acked = !m.is_null()
+        // Acquire: pairs with the handler's Release store.
+        && unsafe { &*m }.foreign_ack.load(Ordering::Acquire) == probe.tentative;
+    if acked {
+        // Decisive: fails only if the M came back and reclaimed it meanwhile.
+        if !p.cas_word(
+            probe.tentative,
+            next_word(probe.tentative, PStatus::Running),
+        ) {
+            return Some(false);
+        }
+        take(s, p, Reason::Foreign);
+        return Some(true);
+    }
+    if now.saturating_sub(probe.since) < PROBE_NS {
+        return None;
+    }
+    // No answer: restore the exact word (the M still owns it). Fails only if it reclaimed it.
+    let _ = p.cas_word(probe.tentative, probe.orig);
+    Some(false)
 }
 
 /// sysmon holds `p` (status Running, taken from an M): count and hand it off.
