@@ -46,6 +46,27 @@ mod loom_models {
     use loom::sync::Arc;
     use loom::thread;
 
+    /// The M's runtime entry (`syscall::owns`, then `regain_p`'s reclaim of a `Retaking` P):
+    /// whether it still owns the P, and the word it holds then.
+    fn choke_point(word: &AtomicU64, mine: u64) -> (bool, u64) {
+        let w = word.load(Ordering::Acquire);
+        if w == mine {
+            return (true, mine);
+        }
+        if w != next_word(mine, PStatus::Retaking) {
+            return (false, mine);
+        }
+        let nw = next_word(w, PStatus::Running);
+        if word
+            .compare_exchange(w, nw, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            (true, nw)
+        } else {
+            (word.load(Ordering::Acquire) == mine, mine)
+        }
+    }
+
     /// `exitsyscall`'s fast-path CAS and `retake`'s CAS start from the same `Syscall` word:
     /// exactly one of them owns the P afterwards.
     #[test]
@@ -126,24 +147,7 @@ mod loom_models {
             // The fence stands for the context switch that scheduled the M in: its first load
             // comes after the kernel started counting its CPU time (what sysmon reads).
             fence(Ordering::SeqCst);
-            let mut pword = mine;
-            let w = word.load(Ordering::Acquire);
-            let m_owns = if w == pword {
-                true
-            } else if w == next_word(pword, PStatus::Retaking) {
-                let nw = next_word(w, PStatus::Running);
-                if word
-                    .compare_exchange(w, nw, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    pword = nw;
-                    true
-                } else {
-                    word.load(Ordering::Acquire) == pword
-                }
-            } else {
-                false
-            };
+            let (m_owns, pword) = choke_point(&word, mine);
             let sysmon_took = sysmon.join().unwrap();
             assert!(m_owns ^ sysmon_took, "m {m_owns} sysmon {sysmon_took}");
             if m_owns {
@@ -212,24 +216,7 @@ mod loom_models {
                     }
                 }
                 // Back into the runtime: the choke point.
-                let mut pword = mine;
-                let w = word.load(Ordering::Acquire);
-                let m_owns = if w == pword {
-                    true
-                } else if w == next_word(pword, PStatus::Retaking) {
-                    let nw = next_word(w, PStatus::Running);
-                    if word
-                        .compare_exchange(w, nw, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        pword = nw;
-                        true
-                    } else {
-                        word.load(Ordering::Acquire) == pword
-                    }
-                } else {
-                    false
-                };
+                let (m_owns, pword) = choke_point(&word, mine);
                 if m_owns {
                     // The M uses its P (if sysmon took it too, loom sees the race).
                     pstate.with_mut(|v| unsafe { *v += 1 });

@@ -155,7 +155,7 @@ mod loom_models {
                 *l = (true, true);
             }
             if spinning {
-                spinning = false;
+                // No longer a spinner from here; every path below sets `spinning` again.
                 stop_spinning(&w.nmspinning);
                 // Re-check every P's queue; with work, take a P back and spin again.
                 if !w.p0.is_empty() {
