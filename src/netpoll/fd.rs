@@ -46,8 +46,9 @@
 //! timeouts behave so; Go's deadlines fail even then).
 //!
 //! # Lifetime and reuse
-//! Poll descriptors are never freed: a closed socket's descriptor goes back to a process-wide
-//! pool, its sequence number bumped. The epoll data of a registration is the descriptor's
+//! Poll descriptors are never freed: a dropped socket's descriptor goes back to a process-wide
+//! pool, its sequence number bumped — at drop, not at deregistration, since parties woken by
+//! the deregistration may still be reading it. The epoll data of a registration is the descriptor's
 //! address with the low 16 bits of the sequence number (Go's tagged pointer), so an event still
 //! in flight for a closed fd finds either a free descriptor or one reused under another tag,
 //! and is dropped. A stale event that slips between the tag check and the reuse costs only a
@@ -275,8 +276,7 @@ impl Registration {
     /// Wait once for `dir`: `Ok` means "retry the call".
     fn wait(&self, dir: Dir, call_deadline: u64) -> io::Result<()> {
         let pd = self.pd;
-        // Acquire: pairs with the swap in `deregister`: once it released the descriptor,
-        // we must not touch its slots.
+        // Acquire: pairs with the swap in `deregister`: once deregistered, no new waits.
         if !self.registered.load(Ordering::Acquire) || pd.closing() {
             return Err(closed_error());
         }
@@ -435,13 +435,17 @@ impl Registration {
         if let Some(s) = self.sched.upgrade() {
             s.netpoll.deregister(self.fd);
         }
-        release(self.pd);
+        // The descriptor goes back to the pool only at `drop`: a party woken just now may
+        // still be reading its slots and deadlines (seen under qemu: reused by another socket
+        // meanwhile, its new owner's past deadline made this one's reader time out).
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.deregister();
+        // Nobody else can be inside `io`/`wait` now: they borrow `self`.
+        release(self.pd);
     }
 }
 

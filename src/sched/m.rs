@@ -302,6 +302,14 @@ extern "C" fn mstart(arg: *mut libc::c_void) -> *mut libc::c_void {
     let mr = unsafe { &*m };
     // Relaxed: diagnostics only.
     mr.tid.store(tid, Ordering::Relaxed);
+    // Our own name: a new thread inherits its creator's, and Ms are created by whatever
+    // thread needed one (sysmon, another M), which misleads profilers (`perf --comm`, top -H).
+    let mut name = [0u8; 16];
+    let text = format!("gort-m{}", mr.id);
+    let n = text.len().min(15);
+    name[..n].copy_from_slice(&text.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `name`.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong) };
     // An M that sleeps until the next timer must wake at it, not up to 50 µs later (the
     // default timer slack of a normal thread, which futex timeouts honour): the slack was
     // the median oversleep of every goroutine woken by an idle runtime.
