@@ -304,10 +304,21 @@ extern "C" fn mstart(arg: *mut libc::c_void) -> *mut libc::c_void {
     mr.tid.store(tid, Ordering::Relaxed);
     // Our own name: a new thread inherits its creator's, and Ms are created by whatever
     // thread needed one (sysmon, another M), which misleads profilers (`perf --comm`, top -H).
+    // No allocation: a new M may be started exactly when memory mappings ran out.
     let mut name = [0u8; 16];
-    let text = format!("gort-m{}", mr.id);
-    let n = text.len().min(15);
-    name[..n].copy_from_slice(&text.as_bytes()[..n]);
+    name[..6].copy_from_slice(b"gort-m");
+    let mut digits = [0u8; 20];
+    let (mut id, mut k) = (mr.id, digits.len());
+    loop {
+        k -= 1;
+        digits[k] = b'0' + (id % 10) as u8;
+        id /= 10;
+        if id == 0 {
+            break;
+        }
+    }
+    let n = (digits.len() - k).min(15 - 6);
+    name[6..6 + n].copy_from_slice(&digits[k..k + n]);
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `name`.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong) };
     // An M that sleeps until the next timer must wake at it, not up to 50 µs later (the
