@@ -9,11 +9,13 @@
 //! older than the quantum gets [`super::request`] for the P's M, stamped with its expiry.
 //! Requests repeat every period until the tick changes (refusals are retried).
 //!
-//! Deep sleep: when no P is running it sleeps on `word` without a timeout. Lost wake-up
-//! argument (Dekker): the monitor stores `sleeping` (SeqCst), fences, then reads the word
-//! and every P's status; an M taking a P CASes the status, fences ([`Control::p_busy`]),
-//! then reads `sleeping` and, if set, bumps the word and wakes it. Either the monitor sees
-//! the Running P, or the taker sees `sleeping` (and its bump makes the futex wait return).
+//! Deep sleep: when no P is running (a P in a syscall or being probed by sysmon, `Syscall` or
+//! `Retaking`, counts as running: it returns to `Running` without `acquirep`) it sleeps on
+//! `word` without a timeout. Lost wake-up argument (Dekker): the monitor stores `sleeping`
+//! (SeqCst), fences, then reads the word and every P's status; an M taking a P CASes the
+//! status, fences ([`Control::p_busy`]), then reads `sleeping` and, if set, bumps the word and
+//! wakes it. Either the monitor sees the Running P, or the taker sees `sleeping` (and its bump
+//! makes the futex wait return).
 
 use crate::loom::{AtomicBool, AtomicU32, Ordering, fence};
 use crate::sched::Sched;
@@ -142,7 +144,12 @@ fn count_running(s: &Sched) -> usize {
     let n = (s.procs() as usize).min(s.nprocs_created.load(Ordering::Acquire) as usize);
     // SAFETY: created Ps live as long as the runtime.
     (0..n)
-        .filter(|&i| unsafe { &*s.p(i) }.status() == PStatus::Running)
+        .filter(|&i| {
+            matches!(
+                unsafe { &*s.p(i) }.status(),
+                PStatus::Running | PStatus::Retaking | PStatus::Syscall
+            )
+        })
         .count()
 }
 
@@ -168,7 +175,16 @@ fn check(s: &Sched, q: u64, seen: &mut Vec<Seen>) -> (usize, u64) {
         // Relaxed: Ms are never freed before the runtime; a stale M only misdirects one
         // request (its handler finds another goroutine, or none, and the policy decides).
         let m = p.m.load(Ordering::Relaxed);
-        if p.status() != PStatus::Running || m.is_null() {
+        let status = p.status();
+        if status == PStatus::Retaking || status == PStatus::Syscall {
+            // Its goroutine is still on its M — in a syscall, or blocked and being probed by
+            // sysmon (sysmon.rs) — and the word can go back to `Running` without `acquirep`
+            // (exitsyscall's fast path, a probe's revert, the M's reclaim), which would not
+            // wake a deep-sleeping monitor. Stay awake; the slice goes on.
+            busy += 1;
+            continue;
+        }
+        if status != PStatus::Running || m.is_null() {
             sn.valid = false;
             continue;
         }
