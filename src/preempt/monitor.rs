@@ -142,11 +142,12 @@ fn run(s: &Sched) {
 
 fn count_running(s: &Sched) -> usize {
     let n = (s.procs() as usize).min(s.nprocs_created.load(Ordering::Acquire) as usize);
-    // SAFETY: created Ps live as long as the runtime.
     (0..n)
         .filter(|&i| {
+            // SAFETY: created Ps live as long as the runtime.
+            let p = unsafe { &*s.p(i) };
             matches!(
-                unsafe { &*s.p(i) }.status(),
+                p.status(),
                 PStatus::Running | PStatus::Retaking | PStatus::Syscall
             )
         })
