@@ -10,10 +10,23 @@ use std::os::fd::RawFd;
 /// Turn a libc-style return value (`-1` and `errno` on failure) into an `io::Result`.
 pub(crate) fn cvt<T: Copy + PartialEq + From<i8>>(r: T) -> io::Result<T> {
     if r == T::from(-1) {
-        Err(io::Error::last_os_error())
+        Err(last_errno())
     } else {
         Ok(r)
     }
+}
+
+/// This thread's errno, read in a function of its own. std declares `__errno_location`
+/// `ffi_const`, so LLVM may reuse its result anywhere in a function — and `cvt` is inlined
+/// into retry loops (`Registration::io`) whose goroutine parks between two calls and may
+/// resume on another thread: the second call's EAGAIN was then read from the *first* thread's
+/// errno (seen under qemu, where every new thread starts with ENOSYS from
+/// `set_robust_list`: `deregister_wakes_waiter` got `Unsupported`). Out of line, every call
+/// finds the current thread's errno.
+#[cold]
+#[inline(never)]
+pub(crate) fn last_errno() -> io::Error {
+    io::Error::last_os_error()
 }
 
 /// Call a libc function and convert its result with [`cvt`]. The first token states the
@@ -150,7 +163,7 @@ impl Epoll {
                     0usize,
                 )
             };
-            if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+            if r >= 0 || last_errno().raw_os_error() != Some(libc::ENOSYS) {
                 return r as i32;
             }
             self.no_pwait2.store(true, Ordering::Relaxed);
