@@ -341,12 +341,15 @@ fn cmd_handoff(flags: &[(String, usize)]) {
                     let _ = start_rx.recv();
                     let mut buf = 0u8;
                     sys_start.store(base.elapsed().as_nanos() as i64, Ordering::SeqCst);
-                    // SAFETY: one writable byte.
-                    let n = gort::syscall(|| unsafe {
-                        libc::read(r.as_raw_fd(), (&mut buf as *mut u8).cast(), 1)
+                    // errno is read inside: afterwards A may be on another thread.
+                    let (n, err) = gort::syscall(|| {
+                        // SAFETY: one writable byte.
+                        let n =
+                            unsafe { libc::read(r.as_raw_fd(), (&mut buf as *mut u8).cast(), 1) };
+                        (n, std::io::Error::last_os_error())
                     });
                     sys_end.store(base.elapsed().as_nanos() as i64, Ordering::SeqCst);
-                    assert_eq!(n, 1, "read: {}", std::io::Error::last_os_error());
+                    assert_eq!(n, 1, "read: {err}");
                 })
             };
             let b = gort::go({

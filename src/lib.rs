@@ -222,9 +222,21 @@ mod api {
     /// `f` runs on the calling thread; it may call back into gort (a runtime call that needs
     /// the P ends the syscall state first).
     ///
+    /// **errno is per thread**: read it inside `f`. After `syscall` returns, the goroutine may
+    /// be on another thread, whose errno is not the call's (Go returns errno from its syscall
+    /// wrapper for the same reason).
+    ///
     /// ```
     /// let pid = gort::run(|| gort::syscall(|| unsafe { libc::getpid() }));
     /// assert!(pid > 0);
+    /// // A failing call: take errno with the result, inside the closure.
+    /// let (r, err) = gort::run(|| {
+    ///     gort::syscall(|| {
+    ///         let r = unsafe { libc::close(-1) };
+    ///         (r, std::io::Error::last_os_error())
+    ///     })
+    /// });
+    /// assert_eq!((r, err.raw_os_error()), (-1, Some(libc::EBADF)));
     /// ```
     #[inline]
     pub fn syscall<R>(f: impl FnOnce() -> R) -> R {
