@@ -56,7 +56,8 @@ int gort_sleep_ns(int64_t ns);
 /* Run f(arg), which may block in the kernel (a blocking read, a C library call), without
    stalling other goroutines: the caller's scheduling context goes to another thread if f
    lasts (Go's entersyscall/exitsyscall). On a plain thread, just calls f. -EINVAL if f is
-   NULL. */
+   NULL. errno is per thread and the goroutine may continue on another thread after the
+   call: read errno inside f (store it through arg). */
 int gort_syscall(gort_fn f, void *arg);
 
 /* Wire the calling goroutine to its OS thread until a matching gort_unlock_os_thread (calls
