@@ -198,12 +198,17 @@ pub(crate) fn switch_enter() -> Option<(&'static M, *mut crate::sched::g::G)> {
     let m = if off == 0 {
         // Not preemptible here (see `current_g`).
         let m = current_m();
-        // SAFETY: a non-null current M is this thread's own, alive while it runs.
-        if m.is_null() || unsafe { (*m).curg.get() }.is_null() {
+        let g = if m.is_null() {
+            std::ptr::null_mut()
+        } else {
+            // SAFETY: a non-null current M is this thread's own, alive while it runs.
+            unsafe { (*m).curg.get() }
+        };
+        if g.is_null() {
             return None;
         }
-        // SAFETY: as above; `curg` is its running goroutine.
-        unsafe { g_nopreempt_inc((*m).curg.get()) };
+        // SAFETY: `g` is this thread's running goroutine.
+        unsafe { g_nopreempt_inc(g) };
         m as *const M
     } else {
         // SAFETY: as in `current_g`; the helper raises `curg`'s count, which only this thread

@@ -167,10 +167,10 @@ pub(crate) fn set_current_m(m: *mut M) {
     CURRENT_M.with(|c| c.set(m));
 }
 
-/// The goroutine running on this thread, or null. Read inside a runtime section: between
-/// finding this thread's M and reading its `curg`, a preemption could move the goroutine to
-/// another thread, and the first M's `curg` would by then be another goroutine (seen under
-/// qemu: a sleep's timer readied a worker that was running).
+/// The goroutine running on this thread, or null. Read so that no preemption can come between
+/// finding this thread's M and reading its `curg` (`preempt::current_g`): otherwise the
+/// goroutine could be moved to another thread, and the first M's `curg` would by then be
+/// another goroutine (seen under qemu: a sleep's timer readied a worker that was running).
 #[inline]
 pub(crate) fn current_g() -> *mut G {
     crate::preempt::current_g()
@@ -305,20 +305,10 @@ extern "C" fn mstart(arg: *mut libc::c_void) -> *mut libc::c_void {
     // Our own name: a new thread inherits its creator's, and Ms are created by whatever
     // thread needed one (sysmon, another M), which misleads profilers (`perf --comm`, top -H).
     // No allocation: a new M may be started exactly when memory mappings ran out.
+    // Formatting into a slice allocates nothing; a name longer than 15 bytes is cut (the
+    // write reports the truncation, which is fine), and byte 16 stays the terminating NUL.
     let mut name = [0u8; 16];
-    name[..6].copy_from_slice(b"gort-m");
-    let mut digits = [0u8; 20];
-    let (mut id, mut k) = (mr.id, digits.len());
-    loop {
-        k -= 1;
-        digits[k] = b'0' + (id % 10) as u8;
-        id /= 10;
-        if id == 0 {
-            break;
-        }
-    }
-    let n = (digits.len() - k).min(15 - 6);
-    name[6..6 + n].copy_from_slice(&digits[k..k + n]);
+    let _ = std::io::Write::write_fmt(&mut &mut name[..15], format_args!("gort-m{}", mr.id));
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `name`.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong) };
     // An M that sleeps until the next timer must wake at it, not up to 50 µs later (the

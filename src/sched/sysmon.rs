@@ -421,11 +421,11 @@ impl Sysmon {
         s.sysmon.rounds.fetch_add(1, Ordering::Relaxed);
         // Go's order: the network first (poll if nobody has for 10 ms), then retake.
         let polled = crate::netpoll::sysmon_poll(s, now) > 0;
-        self.retake(s, now) > 0 || polled
+        self.retake(s, now) || polled
     }
 
     /// Go's `retake`: Ps blocked in syscalls, and Ps whose goroutine ran a quantum.
-    fn retake(&mut self, s: &Sched, now: u64) -> usize {
+    fn retake(&mut self, s: &Sched, now: u64) -> bool {
         let n = (s.procs() as usize).min(s.nprocs_created.load(Ordering::Acquire) as usize);
         if self.ps.len() < n {
             self.ps.resize_with(n, PRecord::default);
@@ -471,11 +471,8 @@ impl Sysmon {
                 _ => {}
             }
         }
-        if busy && taken == 0 {
-            // A probe is pending: report activity so the period stays at its base.
-            return 1;
-        }
-        taken
+        // A pending probe counts as activity: the period stays at its base.
+        taken > 0 || busy
     }
 
     /// P `i` has run one goroutine for a quantum: is its M blocked in the kernel (or stamped
@@ -612,7 +609,12 @@ pub(crate) fn retake_foreign(s: &Sched, p: &P, w: u64, still: impl FnOnce() -> b
         let _ = p.cas_word(tentative, w);
         return false;
     }
-    // Decisive: fails only if the M woke and reclaimed it.
+    take_retaking(s, p, tentative)
+}
+
+/// The decisive step of a foreign retake: `Retaking -> Running` with sysmon holding, then the
+/// handoff. Fails only if the M came back and reclaimed the P meanwhile.
+fn take_retaking(s: &Sched, p: &P, tentative: u64) -> bool {
     if !p.cas_word(tentative, next_word(tentative, PStatus::Running)) {
         return false;
     }
@@ -635,15 +637,7 @@ fn probe_answer(s: &Sched, p: &P, probe: Probe, now: u64) -> Option<bool> {
         // Acquire: pairs with the handler's Release store.
         && unsafe { &*m }.foreign_ack.load(Ordering::Acquire) == probe.tentative;
     if acked {
-        // Decisive: fails only if the M came back and reclaimed it meanwhile.
-        if !p.cas_word(
-            probe.tentative,
-            next_word(probe.tentative, PStatus::Running),
-        ) {
-            return Some(false);
-        }
-        take(s, p, Reason::Foreign);
-        return Some(true);
+        return Some(take_retaking(s, p, probe.tentative));
     }
     if now.saturating_sub(probe.since) < PROBE_NS {
         return None;
