@@ -64,6 +64,9 @@ pub struct Stats {
     /// Ps sysmon took from a goroutine blocked in `gort::syscall` with work waiting on the P
     /// (its run queue or due timers).
     pub handoffs_syscall_work: u64,
+    /// Of `handoffs_syscall_work`, those taken by a syscall watcher — an idle M woken on the
+    /// syscall's CPU when it began — rather than by sysmon.
+    pub handoffs_syscall_watched: u64,
     /// Ps taken from a syscall because no other thread was spinning or idle.
     pub handoffs_syscall_idle: u64,
     /// Ps taken from a syscall that lasted 10 ms.
@@ -127,6 +130,7 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         preempt: s.preempt.stats(),
         syscalls: t[10],
         handoffs_syscall_work: s.sysmon.handoffs[0].load(Ordering::Relaxed),
+        handoffs_syscall_watched: s.sysmon.watched.load(Ordering::Relaxed),
         handoffs_syscall_idle: s.sysmon.handoffs[1].load(Ordering::Relaxed),
         handoffs_syscall_long: s.sysmon.handoffs[2].load(Ordering::Relaxed),
         handoffs_foreign: s.sysmon.handoffs[3].load(Ordering::Relaxed),
@@ -164,7 +168,7 @@ impl fmt::Display for Stats {
             "yields={} parks={}  queued: local={} global={}  idle_procs={} spinning={}\n\
              timers: run={} pending={}\n\
              netpoll: polls={} blocking={} readied={}\n\
-             syscalls={} handoffs: syscall work={} idle={} long={} foreign={}{}\n\
+             syscalls={} handoffs: syscall work={} (watched {}) idle={} long={} foreign={}{}\n\
              threads: live={} idle={} locked={}  sysmon rounds={}\n\
              stacks: {} mapped, {} MiB reserved, guards by {}",
             self.yields,
@@ -180,6 +184,7 @@ impl fmt::Display for Stats {
             self.net_readied,
             self.syscalls,
             self.handoffs_syscall_work,
+            self.handoffs_syscall_watched,
             self.handoffs_syscall_idle,
             self.handoffs_syscall_long,
             self.handoffs_foreign,

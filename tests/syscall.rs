@@ -90,12 +90,40 @@ enum Block {
     StdMutex,
 }
 
+/// Goroutine A runs `block` (which sets `a_blocked` just before it blocks); goroutine B yields
+/// until A is done, counting the iterations that saw A blocked. Returns B's count.
+fn b_counts_while_a_blocks(
+    a_blocked: Arc<AtomicBool>,
+    block: impl FnOnce() + Send + 'static,
+) -> u64 {
+    let a_done = Arc::new(AtomicBool::new(false));
+    let a = {
+        let (a_blocked, a_done) = (a_blocked.clone(), a_done.clone());
+        gort::go(move || {
+            block();
+            a_blocked.store(false, Ordering::SeqCst);
+            a_done.store(true, Ordering::SeqCst);
+        })
+    };
+    let b = gort::go(move || {
+        let mut seen = 0u64;
+        while !a_done.load(Ordering::SeqCst) {
+            if a_blocked.load(Ordering::SeqCst) {
+                seen += 1;
+            }
+            gort::yield_now();
+        }
+        seen
+    });
+    a.join().unwrap();
+    b.join().unwrap()
+}
+
 /// Runs in the child: returns B's iterations seen while A was blocked.
 fn blocked_a_progressing_b(procs: usize, how: Block) -> u64 {
     let rt = runtime(procs);
     let count = rt.block_on(move || {
         let a_blocked = Arc::new(AtomicBool::new(false));
-        let a_done = Arc::new(AtomicBool::new(false));
         let (r, w) = pipe();
         let lock = Arc::new(Mutex::new(()));
         let holder = {
@@ -118,33 +146,17 @@ fn blocked_a_progressing_b(procs: usize, how: Block) -> u64 {
                 drop(r);
             }
         });
-        let a = {
-            let (a_blocked, a_done) = (a_blocked.clone(), a_done.clone());
-            gort::go(move || {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&*r);
-                a_blocked.store(true, Ordering::SeqCst);
-                match how {
-                    Block::SyscallRead => assert_eq!(gort::syscall(|| read_byte(fd)), 1),
-                    Block::PlainRead => assert_eq!(read_byte(fd), 1),
-                    Block::Sleep => std::thread::sleep(Duration::from_millis(200)),
-                    Block::StdMutex => drop(lock.lock().unwrap()),
-                }
-                a_blocked.store(false, Ordering::SeqCst);
-                a_done.store(true, Ordering::SeqCst);
-            })
-        };
-        let b = gort::go(move || {
-            let mut seen = 0u64;
-            while !a_done.load(Ordering::SeqCst) {
-                if a_blocked.load(Ordering::SeqCst) {
-                    seen += 1;
-                }
-                gort::yield_now();
+        let marker = a_blocked.clone();
+        let seen = b_counts_while_a_blocks(a_blocked, move || {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&*r);
+            marker.store(true, Ordering::SeqCst);
+            match how {
+                Block::SyscallRead => assert_eq!(gort::syscall(|| read_byte(fd)), 1),
+                Block::PlainRead => assert_eq!(read_byte(fd), 1),
+                Block::Sleep => std::thread::sleep(Duration::from_millis(200)),
+                Block::StdMutex => drop(lock.lock().unwrap()),
             }
-            seen
         });
-        a.join().unwrap();
-        let seen = b.join().unwrap();
         writer.join().unwrap();
         holder.join().unwrap();
         seen
@@ -258,6 +270,70 @@ fn thousand_syscalls_child() {
 fn thousand_blocking_syscalls_complete_and_reuse_threads() {
     let output = run_child("thousand", &[]);
     assert_child_ok("thousand", &output);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The syscall watcher: an idle M woken on the syscall's CPU takes the P (child process).
+
+/// A runs 30 ms of yields (sysmon backs off: no P idle, nothing to retake), then blocks in
+/// `gort::syscall(read)` with B queued; a plain thread writes 50 ms after A says it blocks.
+/// Returns B's iterations while A was blocked.
+fn backed_off_then_blocked() -> u64 {
+    let (r, w) = pipe();
+    let a_blocked = Arc::new(AtomicBool::new(false));
+    let writer = std::thread::spawn({
+        let a_blocked = a_blocked.clone();
+        move || {
+            while !a_blocked.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            write_bytes(std::os::fd::AsRawFd::as_raw_fd(&w), 1);
+        }
+    });
+    let marker = a_blocked.clone();
+    let seen = b_counts_while_a_blocks(a_blocked, move || {
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            gort::yield_now();
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&r);
+        marker.store(true, Ordering::SeqCst);
+        assert_eq!(gort::syscall(|| read_byte(fd)), 1);
+    });
+    writer.join().unwrap();
+    seen
+}
+
+/// GOMAXPROCS = 1 with spare Ms: B progresses while A blocks, and (within a few rounds: the
+/// spare M may be the timer sleeper or the netpoll blocker, which are never woken for this) a
+/// watcher, not sysmon, took the P. The watcher's CAS against exitsyscall's is the one
+/// `syscall_storm` races in bulk.
+fn watcher_child() {
+    let rt = runtime(1);
+    // Four goroutines blocked in syscalls at once: three Ms besides the P's, idle afterwards.
+    assert_eq!(rt.block_on(|| blocking_round(4)), 4);
+    let mut rounds = 0;
+    while rt.stats().handoffs_syscall_watched == 0 {
+        rounds += 1;
+        assert!(
+            rounds <= 20,
+            "no watcher took the P in 20 rounds:\n{}",
+            rt.stats()
+        );
+        let seen = rt.block_on(backed_off_then_blocked);
+        assert!(seen > 0, "B never ran while A was blocked (round {rounds})");
+    }
+    let st = rt.stats();
+    println!("{st}");
+    assert!(st.handoffs_syscall_work >= st.handoffs_syscall_watched);
+    rt.shutdown();
+}
+
+#[test]
+fn syscall_watcher_takes_the_p() {
+    let output = run_child("watcher", &[]);
+    assert_child_ok("watcher", &output);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -505,6 +581,7 @@ fn child() {
     match role.as_str() {
         "thousand" => thousand_syscalls_child(),
         "thread_limit" => thread_limit_child(),
+        "watcher" => watcher_child(),
         _ => {
             let (how, procs) = role.rsplit_once('_').unwrap();
             let procs: usize = procs.parse().unwrap();

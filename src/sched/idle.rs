@@ -12,7 +12,7 @@
 
 use crate::loom::Ordering;
 use crate::sched::m::{self, M};
-use crate::sched::p::{P, PStatus};
+use crate::sched::p::{P, PStatus, next_word};
 use crate::sched::spin;
 use crate::sched::{Sched, Synced, fatal, fatal_fmt};
 use crate::time::heap::NO_TIMER;
@@ -178,6 +178,75 @@ pub(crate) fn startm(s: &Sched, p: *mut P, spinning: bool) {
             s.max_threads
         )),
     }
+}
+
+/// `entersyscall` froze `p` (status word `word`) with work queued: wake an idle M pinned to
+/// the same CPU as the caller to watch it, rather than sysmon (`sysmon.rs`, "Nudge"). The
+/// watcher becomes runnable on this CPU and gets it the moment the syscall blocks; it spins
+/// until `due` (the syscall has then lasted sysmon's base period, as for sysmon's retake) and
+/// retakes the P for itself if the syscall is still the same one, or goes back to the idle
+/// list. One wake-up on the caller's CPU instead of two on a CPU the kernel may have halted.
+/// (Should the kernel run the watcher before the caller blocks, it spins at most 20 µs.)
+/// False (the caller nudges sysmon) when Ms are not pinned or no idle M is pinned here.
+pub(crate) fn watch_syscall(s: &Sched, p: &P, word: u64, due: u64) -> bool {
+    if !s.pin {
+        return false;
+    }
+    let m = {
+        let sy = &mut *s.lock();
+        // Relaxed: under the scheduler lock, their writers' lock.
+        let sleeper = s.timers.sleeper.load(Ordering::Relaxed);
+        let found = sy.midle.iter().rposition(|&m| {
+            // SAFETY: Ms are freed only when the scheduler is dropped.
+            let mr = unsafe { &*m };
+            // Relaxed: see `M::pinned_shared`.
+            m != sleeper
+                && !crate::netpoll::is_blocker(s, m)
+                && mr.pinned_shared.load(Ordering::Relaxed) == p.cpu
+        });
+        match found {
+            Some(i) => sy.midle.swap_remove(i),
+            None => return false,
+        }
+    };
+    // SAFETY: as above; off the idle list, so it is ours to wake.
+    let mr = unsafe { &*m };
+    // Relaxed (all): published by the Release in `park.wake()`.
+    mr.wake_spinning.store(false, Ordering::Relaxed);
+    mr.watch_word.store(word, Ordering::Relaxed);
+    mr.watch_due.store(due, Ordering::Relaxed);
+    mr.nextp.store(p as *const P as *mut P, Ordering::Relaxed);
+    // Relaxed counter.
+    s.m_wakeups.fetch_add(1, Ordering::Relaxed);
+    mr.park.wake();
+    true
+}
+
+/// The watcher's side of [`watch_syscall`]: spin until `due` while the P is still frozen in
+/// the same syscall, then retake it as sysmon would (the same CAS against exitsyscall's) if
+/// work is still waiting, and hold it. Returns whether it holds `p`.
+fn watch(m: &M, p: *mut P, word: u64, due: u64) -> bool {
+    let s = &*m.sched;
+    // SAFETY: Ps live as long as their runtime.
+    let pr = unsafe { &*p };
+    while pr.word() == word {
+        if crate::time::nanotime() >= due {
+            // Relaxed: a hint, as sysmon's.
+            let work = !pr.runq.is_empty() || s.runqsize.load(Ordering::Relaxed) > 0;
+            if !work || !pr.cas_word(word, next_word(word, PStatus::Running)) {
+                return false;
+            }
+            crate::sched::sysmon::count_handoff(s, crate::sched::syscall::Reason::SyscallWork);
+            // Relaxed: a statistics counter.
+            s.sysmon.watched.fetch_add(1, Ordering::Relaxed);
+            // Held as sysmon holds a retaken P: make it ours the ordinary way.
+            pr.cas_status(PStatus::Running, PStatus::Idle);
+            acquirep(m, p);
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    false
 }
 
 /// Create an M that starts holding `p`. `mcount` was already incremented.
@@ -441,6 +510,11 @@ fn stopm_until(m: &M, until: u64) -> bool {
     let p = m.nextp.swap(std::ptr::null_mut(), Ordering::Relaxed);
     if p.is_null() {
         return false;
+    }
+    // Relaxed (both): as above.
+    let word = m.watch_word.swap(0, Ordering::Relaxed);
+    if word != 0 {
+        return watch(m, p, word, m.watch_due.load(Ordering::Relaxed));
     }
     acquirep(m, p);
     if m.wake_spinning.load(Ordering::Relaxed) {

@@ -57,6 +57,11 @@ pub(crate) struct M {
     pub(crate) nextp: AtomicPtr<P>,
     /// Whether the M was woken to spin (handed over with `nextp`).
     pub(crate) wake_spinning: AtomicBool,
+    /// Woken to watch a syscall (`idle::watch_syscall`): the `Syscall` word of `nextp` to
+    /// retake from, 0 for an ordinary hand-over; and when it may be retaken (ns). Handed
+    /// over with `nextp`.
+    pub(crate) watch_word: AtomicU64,
+    pub(crate) watch_due: AtomicU64,
     pub(crate) spinning: Cell<bool>,
     pub(crate) park: Note,
     pub(crate) action: Cell<Action>,
@@ -110,6 +115,8 @@ pub(crate) struct M {
     pub(crate) foreign_ack: AtomicU64,
     /// The CPU (index into the allowed set) this thread is pinned to, -1 if none.
     pub(crate) pinned: Cell<i32>,
+    /// `pinned`, readable by other threads (`idle::watch_syscall` picks an idle M by it).
+    pub(crate) pinned_shared: AtomicI32,
     /// xorshift state for victim selection.
     pub(crate) rand: Cell<u64>,
     /// A preemption signal is in flight to this thread (`preempt::request` sets it, the
@@ -204,6 +211,8 @@ impl M {
             curg: Cell::new(ptr::null_mut()),
             p: Cell::new(ptr::null_mut()),
             nextp: AtomicPtr::new(ptr::null_mut()),
+            watch_word: AtomicU64::new(0),
+            watch_due: AtomicU64::new(0),
             wake_spinning: AtomicBool::new(false),
             spinning: Cell::new(false),
             park: Note::new(),
@@ -227,6 +236,7 @@ impl M {
             signal_sent_at: AtomicU64::new(0),
             foreign_ack: AtomicU64::new(0),
             pinned: Cell::new(-1),
+            pinned_shared: AtomicI32::new(-1),
             rand: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)),
             preempt_pending: AtomicBool::new(false),
             preempt_coop: AtomicBool::new(false),
@@ -264,6 +274,9 @@ impl M {
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
         }
         self.pinned.set(cpu);
+        // Relaxed: a hint for `idle::watch_syscall`, read under the scheduler lock while this
+        // M is idle (it pinned itself before going idle).
+        self.pinned_shared.store(cpu, Ordering::Relaxed);
     }
 }
 

@@ -13,7 +13,9 @@
 //! * **sysmon** (`sysmon.rs`), when the syscall has lasted a sysmon tick (≥ 20 µs) and the P
 //!   has work or nobody else could run it, or 10 ms regardless (Go's `retake`):
 //!   `Syscall -> Running` with sysmon as the holder, then [`handoffp`]: give it to an idle or
-//!   new M if it has work (or nobody spins), else put it on the idle list.
+//!   new M if it has work (or nobody spins), else put it on the idle list. (Or, by the same
+//!   CAS, a *syscall watcher*: an idle M that `entersyscall` woke on its own CPU because work
+//!   was queued and sysmon slept long; it keeps the P itself. `sysmon.rs`, "Nudge".)
 //!
 //! The M whose CAS fails (**exitsyscall slow path**) knows its P is gone: it takes any idle P
 //! (`pidleget`, under the scheduler lock); with none, its goroutine goes to the global queue

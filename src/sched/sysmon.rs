@@ -22,16 +22,34 @@
 //!   `pidleget`.
 //! * **Nudge**: a sysmon backed off to 10 ms would retake a blocked syscall's P after up to
 //!   20 ms. So `entersyscall` on a P with work queued (its ring, or the global queue), while
-//!   sysmon sleeps longer than its base period, wakes it ([`syscall_entered`]): sysmon goes
-//!   looks at once, and retakes the P once the syscall has lasted one base period (20 µs),
-//!   counted from the nudge (the nudger stamps the time: one clock read, on the rare nudging
-//!   path only) — so a sysmon that takes 20 µs to wake up retakes at its first look. That is
-//!   the ≤ 50 µs handoff: the nudge's wake-up, then `startm`'s. Coalesced: a nudge does not
-//!   reset sysmon's back-off (only a retake does, as in Go), and after one nudge sysmon
-//!   ignores nudges for its next period, so a loop of short syscalls with work queued pays
-//!   one futex wake per sysmon period (≤ 10 ms) and keeps sysmon at its backed-off pace;
-//!   without queued work, or with sysmon at its base period, entersyscall pays one Relaxed
-//!   load.
+//!   sysmon sleeps longer than its base period, calls for help ([`syscall_entered`]). The
+//!   syscall is retaken once it has lasted one base period (20 µs), counted from the call
+//!   for help (the caller stamps the time: one clock read, on this rare path only). Where
+//!   that help runs is the whole latency on a VM: waking a thread on a CPU the hypervisor
+//!   has halted costs 115–130 µs here (`futex` wake to first instruction, idle 2-vCPU VM),
+//!   against ~10 µs on the waker's own CPU — and the syscall's CPU is the one about to fall
+//!   idle. So, in order:
+//!   1. **A syscall watcher** (`idle::watch_syscall`): an idle M pinned to the caller's CPU
+//!      is woken with the order "watch this P's syscall". Runnable behind the caller, it gets
+//!      the CPU the moment the syscall blocks, spins (no `sched_yield`: on EEVDF each yield
+//!      pushes the thread's deadline a whole slice out, and the watcher then lost its CPU for
+//!      milliseconds to the next runnable task) until the syscall is 20 µs old, and retakes
+//!      the P for itself with the same CAS as sysmon's (`handoffs_syscall_watched`). One
+//!      wake-up on the caller's CPU instead of sysmon's plus `startm`'s. At most one per
+//!      10 ms (`watch_after`).
+//!   2. Otherwise (Ms unpinned, no idle M pinned there): sysmon is moved onto the caller's
+//!      CPU (`sched_setaffinity`, ~10 µs) and woken; it looks at once and, if the syscall is
+//!      younger than 20 µs, yields (it sleeps afterwards, so the yields' deadline penalty is
+//!      forgotten) until it is 20 µs old, then retakes; it goes back to every CPU at its next
+//!      wake-up, not on the way to sleep, where the M it woke would wait for it.
+//!
+//!   Handoff stall (`GOMAXPROCS=1 bench handoff -trials 10 -sleep 100`, idle VM): 194 µs
+//!   median before this (sysmon woken on the other, halted CPU, then `startm` there), 47 µs
+//!   with (2) alone, 23 µs with (1). Coalesced: a nudge does not reset sysmon's back-off
+//!   (only a retake does, as in Go), and after one nudge sysmon ignores nudges for its next
+//!   period, so a loop of short syscalls with work queued pays one futex wake per sysmon
+//!   period (≤ 10 ms) and keeps sysmon at its backed-off pace; without queued work, or with
+//!   sysmon at its base period, entersyscall pays one Relaxed load.
 //!
 //! # What it checks, per P (`retake`, Go's `sysmontick` bookkeeping)
 //! sysmon keeps, per P, the `schedtick` it last saw and when it first saw it (so "this P has
@@ -74,7 +92,7 @@
 //! blocked thread to find out where it is (interrupting `read(2)` changes user-visible
 //! behaviour for code that does not retry EINTR; /proc costs nothing to the watched thread).
 
-use crate::loom::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::loom::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use crate::sched::note::{futex_wait, futex_wake};
 use crate::sched::p::{P, PStatus, next_word, word_state};
 use crate::sched::syscall::{Reason, handoffp};
@@ -108,8 +126,10 @@ pub(crate) struct Shared {
     started: AtomicBool,
     stop: AtomicBool,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Ps retaken, by [`Reason`] (written by sysmon only).
+    /// Ps retaken, by [`Reason`].
     pub(crate) handoffs: [AtomicU64; 4],
+    /// Of `handoffs[SyscallWork]`, those by a syscall watcher (`idle::watch_syscall`).
+    pub(crate) watched: AtomicU64,
     /// sysmon rounds (statistics).
     pub(crate) rounds: AtomicU64,
     /// The last nudge: `P id << 32 | syscalltick` and when (`time::nanotime`). Written by the
@@ -119,6 +139,12 @@ pub(crate) struct Shared {
     nudge_at: AtomicU64,
     /// Foreign-blocking detection works here (`/proc/self/task/<tid>/schedstat` readable).
     pub(crate) foreign_detection: AtomicBool,
+    /// sysmon's thread id (0 until it runs): a nudger moves sysmon onto its own CPU.
+    tid: AtomicI32,
+    /// No syscall watcher (`idle::watch_syscall`) before this time (ns): one per longest
+    /// sysmon period, so that a loop of short syscalls with work queued pays one wake-up per
+    /// 10 ms at most, as for nudges.
+    watch_after: AtomicU64,
 }
 
 impl Shared {
@@ -131,9 +157,12 @@ impl Shared {
             thread: std::sync::Mutex::new(None),
             handoffs: Default::default(),
             rounds: AtomicU64::new(0),
+            watched: AtomicU64::new(0),
             nudge_key: AtomicU64::new(u64::MAX),
             nudge_at: AtomicU64::new(0),
             foreign_detection: AtomicBool::new(true),
+            tid: AtomicI32::new(0),
+            watch_after: AtomicU64::new(0),
         }
     }
 
@@ -210,15 +239,49 @@ pub(crate) fn syscall_entered(s: &Sched, p: &P) {
     if (!p.runq.is_empty() || s.runqsize.load(Ordering::Relaxed) > 0)
         && s.sysmon.word.load(Ordering::Relaxed) == 0
     {
+        let now = crate::time::nanotime();
+        // Relaxed: a rate limit; two Ps racing past it only cost a second watcher.
+        if now >= s.sysmon.watch_after.load(Ordering::Relaxed) {
+            s.sysmon
+                .watch_after
+                .store(now + MAX_DELAY_NS, Ordering::Relaxed);
+            if crate::sched::idle::watch_syscall(s, p, p.word(), now + BASE_DELAY_NS) {
+                return;
+            }
+        }
         // Relaxed (both): published by the Release swap in `wake`.
         let tick = p.syscalltick.load(Ordering::Relaxed);
         s.sysmon
             .nudge_key
             .store(u64::from(p.id) << 32 | u64::from(tick), Ordering::Relaxed);
-        s.sysmon
-            .nudge_at
-            .store(crate::time::nanotime(), Ordering::Relaxed);
+        s.sysmon.nudge_at.store(now, Ordering::Relaxed);
+        // Move sysmon onto this CPU before waking it (module docs, "Nudge"). Relaxed: set
+        // once before sysmon's first sleep; 0 (not yet running) skips the move.
+        let tid = s.sysmon.tid.load(Ordering::Relaxed);
+        // SAFETY: sched_getcpu has no preconditions.
+        let cpu = unsafe { libc::sched_getcpu() };
+        if tid != 0 && cpu >= 0 {
+            set_affinity(tid, &[cpu as usize]);
+        }
         s.sysmon.wake();
+    }
+}
+
+/// Allow thread `tid` (0: the caller) on `cpus` only; empty: leave it. A failure (a CPU went
+/// offline, a cgroup changed) costs only latency.
+fn set_affinity(tid: i32, cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write into it; `tid` is a thread
+    // of this process (sysmon's, which lives as long as the runtime) or the caller.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 
@@ -334,10 +397,19 @@ impl Sysmon {
             // Relaxed: read by `stats()` and by this thread only.
             s.sysmon.foreign_detection.store(false, Ordering::Relaxed);
         }
+        // Relaxed: read by nudgers as a hint (see `syscall_entered`).
+        // SAFETY: gettid has no preconditions.
+        s.sysmon
+            .tid
+            .store(unsafe { libc::gettid() }, Ordering::Relaxed);
+        // The thread that started sysmon may have been a pinned M: watch from every CPU.
+        set_affinity(0, &s.cpus);
         let mut idle = 0u32;
         let mut delay = BASE_DELAY_NS;
         // Sleeps left during which nudges are off (one nudge per back-off period).
         let mut quiet = 0u32;
+        // A nudger moved sysmon onto its CPU; undone once the nudged syscall is dealt with.
+        let mut moved = false;
         loop {
             if idle == 0 {
                 delay = BASE_DELAY_NS;
@@ -355,26 +427,49 @@ impl Sysmon {
                 quiet = 0;
                 // Acquire: pairs with the Release swap of the waker.
                 s.sysmon.word.swap(0, Ordering::Acquire);
+                if moved {
+                    set_affinity(0, &s.cpus);
+                    moved = false;
+                }
             } else {
                 // A nudged syscall due before the period ends: look exactly then.
                 let mut sleep = delay;
-                if self.due != u64::MAX {
-                    sleep = sleep.min(self.due.saturating_sub(crate::time::nanotime()).max(1));
-                    self.due = u64::MAX;
+                let due = std::mem::replace(&mut self.due, u64::MAX);
+                if due != u64::MAX {
+                    sleep = sleep.min(due.saturating_sub(crate::time::nanotime()).max(1));
                 }
-                let nudgeable = sleep > BASE_DELAY_NS && quiet == 0;
                 quiet = quiet.saturating_sub(1);
-                // Relaxed: a hint for nudgers (see `syscall_entered`).
-                let state = if nudgeable { LONG } else { AWAKE };
-                s.sysmon.state.store(state, Ordering::Relaxed);
-                futex_wait(&s.sysmon.word, 0, Some(Duration::from_nanos(sleep)));
-                s.sysmon.state.store(AWAKE, Ordering::Relaxed);
+                if moved && due != u64::MAX && sleep <= BASE_DELAY_NS {
+                    // On the nudger's CPU, until the nudged syscall has lasted a tick: yield
+                    // rather than sleep. The nudger's M runs until it blocks; then this CPU
+                    // is free and sysmon looks at the exact moment, with no timer to wake
+                    // a halted CPU (module docs, "Nudge").
+                    while crate::time::nanotime() < due {
+                        // SAFETY: sched_yield has no preconditions.
+                        unsafe { libc::sched_yield() };
+                    }
+                } else {
+                    let nudgeable = sleep > BASE_DELAY_NS && quiet == 0;
+                    // Relaxed: a hint for nudgers (see `syscall_entered`).
+                    let state = if nudgeable { LONG } else { AWAKE };
+                    s.sysmon.state.store(state, Ordering::Relaxed);
+                    futex_wait(&s.sysmon.word, 0, Some(Duration::from_nanos(sleep)));
+                    s.sysmon.state.store(AWAKE, Ordering::Relaxed);
+                }
                 // Acquire: pairs with the Release swap of the waker.
                 if s.sysmon.word.swap(0, Ordering::Acquire) != 0 {
                     // Nudged: look now (and at the nudged syscall's tick, `due`); no more
                     // nudges until the period after next, so that a loop of short syscalls
-                    // with work queued wakes sysmon at most once per back-off period.
+                    // with work queued wakes sysmon at most once per back-off period. The
+                    // nudger moved sysmon onto its CPU (a wake-up without a nudge, from
+                    // `p_left_idle` or `stop`, may see it too: harmless, undone below).
                     quiet = 2;
+                    moved = true;
+                } else if moved && due == u64::MAX {
+                    // The nudged syscall was dealt with at the last look; back to every CPU
+                    // now (doing it then would have kept the M that look woke waiting).
+                    set_affinity(0, &s.cpus);
+                    moved = false;
                 }
             }
             // Acquire: pairs with the store in `stop`.
@@ -594,6 +689,12 @@ fn retake_syscall(s: &Sched, p: &P, rec: &mut PRecord, w: u64, now: u64, due: &m
     true
 }
 
+/// Count a retaken P (sysmon, or a syscall watcher: `idle::watch_syscall`).
+pub(crate) fn count_handoff(s: &Sched, reason: Reason) {
+    // Relaxed: a statistics counter.
+    s.sysmon.handoffs[reason as usize].fetch_add(1, Ordering::Relaxed);
+}
+
 /// Retake the P of an M that is blocked in the kernel or running foreign code without
 /// `gort::syscall`. `w` is the `Running` word sysmon saw; `still` re-checks the detector's
 /// condition after the P is marked `Retaking` (it must imply that the M has not run runtime
@@ -651,7 +752,6 @@ fn probe_answer(s: &Sched, p: &P, probe: Probe, now: u64) -> Option<bool> {
 fn take(s: &Sched, p: &P, reason: Reason) {
     // Relaxed: a hint for the next holder's diagnostics; we hold the P.
     p.m.store(std::ptr::null_mut(), Ordering::Relaxed);
-    // Relaxed: statistics, single writer (sysmon).
-    s.sysmon.handoffs[reason as usize].fetch_add(1, Ordering::Relaxed);
+    count_handoff(s, reason);
     handoffp(s, p as *const P as *mut P);
 }
