@@ -43,6 +43,7 @@ fn child() {
         "user_sigurg" => child_user_sigurg(),
         "foreign" => child_foreign(),
         "fairness" => child_fairness(),
+        "rotation" => child_rotation(),
         "thread_locals" => child_thread_locals(),
         "std_mutex" => child_std_mutex(),
         other => panic!("unknown role {other}"),
@@ -2303,6 +2304,100 @@ fn fairness_four_spinners_handoff() {
     println!(
         "{}",
         child_ok("fairness", &[("GORT_PREEMPT", "handoff")], 60)
+    );
+}
+
+/// Four spinners at GOMAXPROCS = 1 take turns in strict rotation: every four consecutive
+/// turns are four different goroutines, and every preemption ends a turn (none is followed
+/// by a second slice of the same goroutine). Go's every-61st-tick look at the global queue
+/// broke the second: the preempted spinner was the global queue's only G, the other three
+/// waited locally, and it ran again at once (one spinner ran 46 slices in 2 s, two ran 44,
+/// every run of `bench fairness`). Turns are logged by the spinners themselves: one CAS
+/// claims the log slot and names the new runner, so a preemption between the CAS and the
+/// slot's write cannot reorder the log.
+fn child_rotation() {
+    use std::sync::atomic::AtomicU8;
+    const SPINNERS: u64 = 4;
+    const MAX_TURNS: usize = 4096;
+    /// (turns logged) << 8 | last runner + 1.
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    static LOG: [AtomicU8; MAX_TURNS] = [const { AtomicU8::new(0) }; MAX_TURNS];
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let rt = runtime(1);
+    rt.block_on(|| {
+        let hs: Vec<_> = (0..SPINNERS)
+            .map(|me| {
+                gort::go(move || {
+                    while !STOP.load(Ordering::Relaxed) {
+                        let cur = STATE.load(Ordering::Relaxed);
+                        if cur & 0xff != me + 1 {
+                            let k = (cur >> 8) as usize;
+                            let next = ((k as u64 + 1) << 8) | (me + 1);
+                            if STATE
+                                .compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+                                .is_ok()
+                                && k < MAX_TURNS
+                            {
+                                LOG[k].store(me as u8, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        // One long sleep, as `bench fairness` (waking every few ms would put the sleeper's
+        // turns between the spinners' and shift the 61st ticks).
+        gort::sleep(Duration::from_millis(600));
+        STOP.store(true, Ordering::Relaxed);
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    let st = rt.stats().preempt;
+    let n = ((STATE.load(Ordering::Relaxed) >> 8) as usize).min(MAX_TURNS);
+    let log: Vec<u8> = LOG[..n].iter().map(|t| t.load(Ordering::Relaxed)).collect();
+    let text: String = log.iter().map(|&t| char::from(b'0' + t)).collect();
+    println!("{n} turns: {text}\n{st}");
+    // At 1 ms quanta ~500 turns; on a loaded machine fewer, but the 61st-tick check must
+    // have run at least twice for the test to mean anything.
+    assert!(n >= 2 * 61, "only {n} turns");
+    // Every preemption ended a turn, but for the sleeper's one turn (between two slices of a
+    // spinner) and the last, cut by the stop.
+    assert!(
+        st.preemptions <= n as u64 + 2,
+        "{} preemptions for {n} turns: a preempted goroutine ran again at once",
+        st.preemptions
+    );
+    // The last turns may be cut short by the stop; the rest must rotate.
+    let k = SPINNERS as usize;
+    for (i, w) in log[..n - k].windows(k).enumerate() {
+        let mut seen = [false; SPINNERS as usize];
+        for &t in w {
+            seen[t as usize] = true;
+        }
+        assert!(
+            seen.iter().all(|&x| x),
+            "turns {i}..{}: {w:?}\n{text}",
+            i + k
+        );
+    }
+}
+
+#[test]
+fn rotation_four_spinners_handoff() {
+    child_ok(
+        "rotation",
+        &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "1000")],
+        60,
+    );
+}
+
+#[test]
+fn rotation_four_spinners_migrate() {
+    child_ok(
+        "rotation",
+        &[("GORT_PREEMPT", "migrate"), ("GORT_QUANTUM_US", "1000")],
+        60,
     );
 }
 

@@ -381,9 +381,14 @@ pub(crate) fn cooperative_check() {
     // SAFETY: this thread's own M.
     let mr = unsafe { &*m };
     // Relaxed: a hint set by the monitor; a missed one is retried at its next check.
-    if mr.preempt_coop.swap(false, Ordering::Relaxed) && !mr.curg.get().is_null() {
+    if mr.preempt_coop.swap(false, Ordering::Relaxed)
+        && !mr.curg.get().is_null()
+        && !request_is_stale(mr)
+    {
         mr.sched.preempt.cooperative.fetch_add(1, Ordering::Relaxed);
-        crate::sched::schedule::gosched();
+        // The back of the line, as an asynchronous preemption (and Go's `gopreempt_m`): a
+        // plain yield would go to the local queue, ahead of those waiting in the global one.
+        let _ = crate::sched::schedule::mcall(crate::sched::m::Action::Backoff, None);
     }
 }
 
@@ -549,7 +554,8 @@ impl PreemptStats {
     /// no goroutine's), `runtime` (a runtime section was open), `no_preempt`, `foreign` (pc
     /// outside the executable: libc, other shared objects), `panicking`, `stack` (no room for
     /// the copied frame), `frame` (a signal frame we cannot copy), `syscall` (inside
-    /// `gort::syscall`), `vdso` (pc in the vdso: refused, but not a blocking call).
+    /// `gort::syscall`), `vdso` (pc in the vdso: refused, but not a blocking call), `stale`
+    /// (the request was for a slice that had ended when the signal landed).
     pub const REFUSAL_REASONS: [&'static str; REFUSALS] = REFUSAL_NAMES;
 
     /// Refusals for the reason named `name` (0 for an unknown name).
@@ -594,16 +600,38 @@ impl std::fmt::Display for PreemptStats {
     }
 }
 
+/// `M::preempt_tick` of a request for whatever runs (sysmon's probe).
+pub(crate) const ANY_SLICE: u64 = u64::MAX;
+
+/// Whether the request on `m` (this thread's M) is for a slice that has ended: the monitor
+/// saw slice `preempt_tick` expire, but the P has scheduled since (or the M holds no P).
+/// Async-signal-safe.
+pub(crate) fn request_is_stale(m: &M) -> bool {
+    // Relaxed (both): published by the requester's Release swap of `preempt_pending`
+    // (Acquired by the handler), a hint for `cooperative_check`; the tick is the holder's.
+    let want = m.preempt_tick.load(Ordering::Relaxed);
+    if want == ANY_SLICE {
+        return false;
+    }
+    let p = m.p.get();
+    // SAFETY: this thread's M's P (Ps live as long as their runtime).
+    p.is_null() || u64::from(unsafe { (*p).schedtick.load(Ordering::Relaxed) }) != want
+}
+
 /// Ask the goroutine running on `m` to yield: the cooperative flag, then SIGURG unless one
-/// is already in flight to that thread. `expired_at`: when its quantum ran out (ns).
-pub(crate) fn request(s: &Sched, m: &M, expired_at: u64) {
+/// is already in flight to that thread. `expired_at`: when its quantum ran out (ns); `slice`:
+/// the P's `schedtick` of that quantum (`None`: whatever runs).
+pub(crate) fn request(s: &Sched, m: &M, expired_at: u64, slice: Option<u32>) {
     let st = &s.preempt;
     // Relaxed: statistics.
     st.requests.fetch_add(1, Ordering::Relaxed);
+    // Relaxed (both): published by the Release swap below (and read by `cooperative_check`
+    // after the flag, as hints).
+    m.preempt_expiry.store(expired_at, Ordering::Relaxed);
+    m.preempt_tick
+        .store(slice.map_or(ANY_SLICE, u64::from), Ordering::Relaxed);
     // Relaxed: a hint (see `cooperative_check`).
     m.preempt_coop.store(true, Ordering::Relaxed);
-    // Relaxed: published by the Release swap below.
-    m.preempt_expiry.store(expired_at, Ordering::Relaxed);
     // Release: pairs with the handler's Acquire swap (`claim_pending`): it sees the expiry.
     if m.preempt_pending.swap(true, Ordering::Release) {
         return; // a signal is in flight already

@@ -203,7 +203,7 @@ fn check(s: &Sched, q: u64, seen: &mut Vec<Seen>) -> (usize, u64) {
         }
         if now.saturating_sub(sn.since) >= q {
             // SAFETY: Ms live as long as the runtime.
-            super::request(s, unsafe { &*m }, sn.since + q);
+            super::request(s, unsafe { &*m }, sn.since + q, Some(tick));
         } else {
             next = next.min(sn.since + q);
         }

@@ -50,10 +50,13 @@ pub(crate) enum Refusal {
     /// The pc is in the vdso (`clock_gettime`...): not ours, but not blocking either, so
     /// the M is not stamped foreign.
     Vdso = 8,
+    /// The request was for a slice that ended before the signal landed (the P has scheduled
+    /// another goroutine, or this one again, since): not retried.
+    Stale = 9,
 }
 
 /// Number of [`Refusal`] reasons.
-pub(crate) const REFUSALS: usize = 9;
+pub(crate) const REFUSALS: usize = 10;
 
 /// Names of the reasons, in `Refusal` order (for `Stats`).
 pub(crate) const REFUSAL_NAMES: [&str; REFUSALS] = [
@@ -66,6 +69,7 @@ pub(crate) const REFUSAL_NAMES: [&str; REFUSALS] = [
     "frame",
     "syscall",
     "vdso",
+    "stale",
 ];
 
 /// At most this many executable segments are remembered (a program has one or two).

@@ -174,6 +174,11 @@ unsafe fn preempt(info: *mut libc::siginfo_t, uc: *mut libc::ucontext_t, errno: 
     let (pc, sp) = unsafe { pc_sp(uc) };
     let m = crate::sched::m::current_m();
     let result = policy::check(pc).and_then(|(mr, g)| {
+        // A request for a slice that ended before the signal landed: this goroutine's own
+        // slice has just begun (checked after the policy, whose foreign stamp sysmon needs).
+        if super::request_is_stale(mr) {
+            return Err(Refusal::Stale);
+        }
         // SAFETY: `g` runs on this thread; its stack is not modified while it runs.
         let stack = unsafe { (*g).stack.as_ref() }.ok_or(Refusal::Stack)?;
         let bottom = stack.bottom() + YIELD_HEADROOM;

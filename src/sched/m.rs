@@ -126,6 +126,11 @@ pub(crate) struct M {
     pub(crate) preempt_coop: AtomicBool,
     /// When the quantum of the goroutine a request targets expired (ns), for the latency.
     pub(crate) preempt_expiry: AtomicU64,
+    /// The slice a request is for: the P's `schedtick` when the monitor saw it expire, or
+    /// `preempt::ANY_SLICE` (sysmon's probe). A request for a slice that has ended meanwhile
+    /// is stale and refused (Go clears `gp.preempt` when it schedules a G, to the same end).
+    /// Published like `preempt_expiry`.
+    pub(crate) preempt_tick: AtomicU64,
 }
 
 // SAFETY: the `Cell`/`UnsafeCell` fields are touched only by the M's own thread (goroutines
@@ -241,6 +246,7 @@ impl M {
             preempt_pending: AtomicBool::new(false),
             preempt_coop: AtomicBool::new(false),
             preempt_expiry: AtomicU64::new(0),
+            preempt_tick: AtomicU64::new(u64::MAX),
         })
     }
 

@@ -173,7 +173,7 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
         Action::Backoff => {
             // SAFETY: the G is stopped and ours until it is on the queue.
             unsafe { (*g).set_status(Status::Runnable) };
-            globrunqput(s, g);
+            requeue(s, pr, g);
             None
         }
         Action::Yield => {
@@ -186,7 +186,7 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
             // only every 61st tick.
             // Relaxed: a hint; a stale read only changes which queue is used.
             if pr.runq.is_empty() && s.runqsize.load(Ordering::Relaxed) > 0 {
-                globrunqput(s, g);
+                requeue(s, pr, g);
             } else {
                 runqput(s, pr, g, false);
             }
@@ -412,13 +412,25 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
         // 0. Timers: the Gs they ready land on our queue.
         crate::time::check_timers(pr);
 
-        // 1. Fairness: the global queue every 61 ticks.
+        // 1. Fairness: the global queue every 61 ticks — unless its first G is one this P
+        // sent there whose turn has not come (`g::Requeue`).
         // Relaxed: owner-written field of the P we hold.
         let tick = pr.schedtick.load(Ordering::Relaxed);
         if tick % GLOBAL_CHECK_TICKS == 0 && s.runqsize.load(Ordering::Relaxed) > 0 {
             let g = {
                 let mut sy = s.lock();
-                globrunqget(s, &mut sy, pr, 1)
+                let head = sy.runq.front();
+                let rq = if head.is_null() {
+                    crate::sched::g::Requeue::default()
+                } else {
+                    // SAFETY: a G on the global queue, whose lock we hold.
+                    unsafe { (*head).requeue }
+                };
+                if rq.by == pr.id + 1 && tick.wrapping_sub(rq.tick) < rq.ahead {
+                    None
+                } else {
+                    globrunqget(s, &mut sy, pr, 1)
+                }
             };
             if let Some(g) = g {
                 PCounters::bump(&pr.counters.global_hits);
@@ -630,6 +642,20 @@ pub(crate) fn runqput(s: &Sched, p: &P, g: *mut G, next: bool) -> bool {
 }
 
 /// Put `g` on the global queue. Any thread.
+/// Send `g` (stopped, ours) from the P we hold to the back of the line: the global queue,
+/// noting how many Gs wait ahead of it locally (`g::Requeue`).
+fn requeue(s: &Sched, pr: &P, g: *mut G) {
+    // SAFETY: the G is ours until it is on the queue. Relaxed: owner-written field.
+    unsafe {
+        (*g).requeue = crate::sched::g::Requeue {
+            by: pr.id + 1,
+            tick: pr.schedtick.load(Ordering::Relaxed),
+            ahead: pr.runq.len() as u32,
+        };
+    }
+    globrunqput(s, g);
+}
+
 pub(crate) fn globrunqput(s: &Sched, g: *mut G) {
     let mut sy = s.lock();
     // SAFETY: the caller owns `g` (Runnable, on no queue).
@@ -650,6 +676,8 @@ fn globrunqget(s: &Sched, sy: &mut Synced, p: &P, max: usize) -> Option<*mut G> 
         n = n.min(max);
     }
     let first = sy.runq.pop_front()?;
+    // SAFETY: taken off the queue under its lock: ours now.
+    unsafe { (*first).requeue = crate::sched::g::Requeue::default() };
     // On the stack, not in a `Vec`: the scheduler allocates nothing on its own paths (a
     // large enough malloc makes glibc consolidate every small chunk freed since — after a
     // burst of goroutine exits, a stall of milliseconds).
@@ -658,7 +686,9 @@ fn globrunqget(s: &Sched, sy: &mut Synced, p: &P, max: usize) -> Option<*mut G> 
     for _ in 1..n {
         match sy.runq.pop_front() {
             Some(g) => {
-                // SAFETY: queue entries are non-null.
+                // SAFETY: queue entries are non-null; taken off under the lock: ours.
+                unsafe { (*g).requeue = crate::sched::g::Requeue::default() };
+                // SAFETY: as above.
                 batch[k] = unsafe { NonNull::new_unchecked(g) };
                 k += 1;
             }

@@ -602,7 +602,7 @@ impl Sysmon {
                     since: now,
                 });
                 // Expiry 0: not a quantum expiry, kept out of the latency figures.
-                crate::preempt::request(s, mr, 0);
+                crate::preempt::request(s, mr, 0, None);
             }
             return false;
         }
