@@ -464,6 +464,8 @@ pub(crate) struct PreemptState {
     pub(crate) handed_off: AtomicU64,
     pub(crate) in_place: AtomicU64,
     pub(crate) cooperative: AtomicU64,
+    /// sysmon's probes (`request` with no slice): not quantum requests.
+    pub(crate) probes: AtomicU64,
     pub(crate) refused: [AtomicU64; REFUSALS],
     pub(crate) latency: Histogram,
     monitor: monitor::Control,
@@ -481,6 +483,7 @@ impl PreemptState {
             handed_off: AtomicU64::new(0),
             in_place: AtomicU64::new(0),
             cooperative: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
             refused: [const { AtomicU64::new(0) }; REFUSALS],
             latency: Histogram::new(),
             monitor: monitor::Control::new(),
@@ -507,6 +510,7 @@ impl PreemptState {
             handed_off: l(&self.handed_off),
             in_place: l(&self.in_place),
             cooperative: l(&self.cooperative),
+            probes: l(&self.probes),
             refused,
             latency_count: l(&self.latency.count),
             latency_p50: Duration::from_nanos(self.latency.quantile(0.5)),
@@ -525,7 +529,7 @@ pub struct PreemptStats {
     pub quantum: Duration,
     /// Requests made (a goroutine ran past its quantum; retried requests counted again).
     pub requests: u64,
-    /// SIGURG signals sent (requests coalesce per thread).
+    /// SIGURG signals sent (requests coalesce per thread), sysmon's probes included.
     pub signals: u64,
     /// Signals that stopped the goroutine (accepted by the policy).
     pub preemptions: u64,
@@ -537,6 +541,10 @@ pub struct PreemptStats {
     pub in_place: u64,
     /// Cooperative yields at the end of a `no_preempt` section.
     pub cooperative: u64,
+    /// sysmon's probes of a thread stamped in foreign code (foreign-blocking handoff): each
+    /// sends a SIGURG (counted in `signals`) but is not a quantum request (not in `requests`,
+    /// nor in the latency figures).
+    pub probes: u64,
     /// Signals refused, by reason, in the order of [`PreemptStats::REFUSAL_REASONS`].
     pub refused: [u64; REFUSALS],
     /// Latency samples (quantum expiry -> goroutine off the CPU).
@@ -576,7 +584,7 @@ impl std::fmt::Display for PreemptStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "preempt {:?} quantum {:?}: requests {} signals {} preemptions {} (migrated {}, handed off {}, in place {}) cooperative {}; refused",
+            "preempt {:?} quantum {:?}: requests {} signals {} preemptions {} (migrated {}, handed off {}, in place {}) cooperative {} probes {}; refused",
             self.mode,
             self.quantum,
             self.requests,
@@ -585,7 +593,8 @@ impl std::fmt::Display for PreemptStats {
             self.migrated,
             self.handed_off,
             self.in_place,
-            self.cooperative
+            self.cooperative,
+            self.probes
         )?;
         for (name, n) in Self::REFUSAL_REASONS.iter().zip(&self.refused) {
             if *n > 0 {
@@ -624,7 +633,11 @@ pub(crate) fn request_is_stale(m: &M) -> bool {
 pub(crate) fn request(s: &Sched, m: &M, expired_at: u64, slice: Option<u32>) {
     let st = &s.preempt;
     // Relaxed: statistics.
-    st.requests.fetch_add(1, Ordering::Relaxed);
+    if slice.is_some() {
+        st.requests.fetch_add(1, Ordering::Relaxed);
+    } else {
+        st.probes.fetch_add(1, Ordering::Relaxed);
+    }
     // Relaxed (both): published by the Release swap below (and read by `cooperative_check`
     // after the flag, as hints).
     m.preempt_expiry.store(expired_at, Ordering::Relaxed);
