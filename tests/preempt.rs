@@ -2307,14 +2307,18 @@ fn fairness_four_spinners_handoff() {
     );
 }
 
-/// Four spinners at GOMAXPROCS = 1 take turns in strict rotation: every four consecutive
-/// turns are four different goroutines, and every preemption ends a turn (none is followed
-/// by a second slice of the same goroutine). Go's every-61st-tick look at the global queue
-/// broke the second: the preempted spinner was the global queue's only G, the other three
-/// waited locally, and it ran again at once (one spinner ran 46 slices in 2 s, two ran 44,
-/// every run of `bench fairness`). Turns are logged by the spinners themselves: one CAS
-/// claims the log slot and names the new runner, so a preemption between the CAS and the
-/// slot's write cannot reorder the log.
+/// Four spinners at GOMAXPROCS = 1, preempted at 1 ms quanta, take turns in rotation:
+/// every four consecutive turns are four goroutines, and every preemption ends a turn.
+/// Wall-clock quanta make this statistical, not exact: a thread the OS deschedules for a
+/// whole quantum (a loaded CI machine, qemu) is preempted as soon as it runs again, before
+/// its goroutine has logged its turn. So a few lapses are allowed (≤ 2 %); two bugs made many
+/// more: a request that landed after its slice had ended preempted the next goroutine at
+/// once (now refused as `stale`; without that check, `cargo test`'s parallel load alone
+/// broke the rotation within ~120 turns), and the 61st-tick double turns (one per 61 turns;
+/// `sched::schedule::tests::backoff_turns_rotate_through_the_61st_tick` checks those
+/// exactly). Turns are logged by the spinners themselves: one CAS claims the log slot and
+/// names the new runner, so a preemption between the CAS and the slot's write cannot
+/// reorder the log.
 fn child_rotation() {
     use std::sync::atomic::AtomicU8;
     const SPINNERS: u64 = 4;
@@ -2366,32 +2370,29 @@ fn child_rotation() {
     let n = ((STATE.load(Ordering::Relaxed) >> 8) as usize).min(MAX_TURNS);
     let log: Vec<u8> = LOG[..n].iter().map(|t| t.load(Ordering::Relaxed)).collect();
     let text: String = log.iter().map(|&t| char::from(b'0' + t)).collect();
-    println!("{n} turns: {text}\n{st}");
+    let k = SPINNERS as usize;
+    // The last turns may be cut short by the stop.
+    let lapses = log[..n.saturating_sub(k)]
+        .windows(k)
+        .filter(|w| (0..SPINNERS as u8).any(|g| !w.contains(&g)))
+        .count();
+    // Every preemption since the start ended a turn, but for the sleeper's (between two
+    // slices of a spinner, when it wakes to stop them) and the last, cut by the stop.
+    let extra = (st.preemptions - before).saturating_sub(n as u64);
+    println!(
+        "{n} turns, {lapses} rotation lapses, {extra} preemptions ending no turn: {text}\n{st}"
+    );
     // At 1 ms quanta ~1,000 turns; on a loaded machine fewer, but the 61st-tick check must
     // have run a few times for the test to mean anything.
     assert!(n >= 4 * 61, "only {n} turns");
-    // Every preemption since the start ended a turn, but for a few: the sleeper's (preempted
-    // before it sleeps; between two slices of a spinner when it wakes to stop them), a
-    // resume in place while the others were in transit, the last turn, cut by the stop —
-    // under qemu up to 5 in 500 turns. The 61st-tick double slices came once per 61 turns.
-    let preemptions = st.preemptions - before;
     assert!(
-        preemptions <= n as u64 + 6 + n as u64 / 200,
-        "{preemptions} preemptions for {n} turns: a preempted goroutine ran again at once",
+        lapses <= 2 + n / 50,
+        "{lapses} rotation lapses in {n} turns:\n{text}"
     );
-    // The last turns may be cut short by the stop; the rest must rotate.
-    let k = SPINNERS as usize;
-    for (i, w) in log[..n - k].windows(k).enumerate() {
-        let mut seen = [false; SPINNERS as usize];
-        for &t in w {
-            seen[t as usize] = true;
-        }
-        assert!(
-            seen.iter().all(|&x| x),
-            "turns {i}..{}: {w:?}\n{text}",
-            i + k
-        );
-    }
+    assert!(
+        extra <= 6 + n as u64 / 50,
+        "{extra} preemptions ended no turn in {n} turns"
+    );
 }
 
 #[test]

@@ -1060,3 +1060,58 @@ pub(crate) fn live_goroutines(s: &Sched) -> usize {
     let spawned = t[0] + s.spawned_outside.load(Ordering::Relaxed);
     spawned.saturating_sub(t[1]) as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::sched::m::Action;
+    use crate::{Preempt, Runtime};
+    use std::sync::{Arc, Mutex};
+
+    /// Goroutines that each go to the back of the line (`Backoff`, as a preempted goroutine
+    /// does) take turns in strict rotation at 1 P: never two turns in a row, every four
+    /// consecutive turns four goroutines. Deterministic: no signals, no clock. Go's rule took
+    /// the global queue's first G every 61st tick — here the one just sent there, while the
+    /// others waited locally — so it ran twice in a row (`g::Requeue`).
+    #[test]
+    fn backoff_turns_rotate_through_the_61st_tick() {
+        const GS: usize = 4;
+        const TURNS: usize = 250; // each: 1,000 in all, 16 61st ticks
+        let rt = Runtime::builder()
+            .procs(1)
+            .preempt(Preempt::Off)
+            .build()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::with_capacity(GS * TURNS)));
+        let l = log.clone();
+        rt.block_on(move || {
+            let hs: Vec<_> = (0..GS)
+                .map(|me| {
+                    let l = l.clone();
+                    crate::go(move || {
+                        for _ in 0..TURNS {
+                            l.lock().unwrap().push(me);
+                            let _ = crate::sched::schedule::mcall(Action::Backoff, None);
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+        });
+        rt.shutdown();
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), GS * TURNS);
+        for (i, w) in log.windows(GS).enumerate() {
+            let mut seen = [false; GS];
+            for &t in w {
+                seen[t] = true;
+            }
+            assert!(
+                seen.iter().all(|&x| x),
+                "turns {i}..{}: {w:?} (a goroutine took another's turn)",
+                i + GS
+            );
+        }
+    }
+}
