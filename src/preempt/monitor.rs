@@ -1,5 +1,7 @@
 //! The preemption monitor: the quantum half of Go's sysmon (`retake`'s `preemptone`), on its
-//! own thread per runtime until sysmon (branch issue4-syscall) takes over its loop body.
+//! own thread per runtime. Not folded into sysmon: sysmon backs off to 10 ms when it has
+//! nothing to retake, while this check must look every quantum/10 whenever a P runs; run
+//! inside sysmon (tried on a branch), it kept sysmon at that pace and measured less fair.
 //!
 //! # Protocol
 //! Every period (quantum/10, clamped to 20 µs..1 ms; sooner when a slice expires sooner) it
@@ -140,16 +142,23 @@ fn run(s: &Sched) {
     }
 }
 
+/// A P the monitor must stay awake for: running a goroutine, or with its goroutine still on
+/// its M — in a syscall, or blocked and being probed by sysmon (sysmon.rs) — whose word can
+/// go back to `Running` without `acquirep` (exitsyscall's fast path, a probe's revert, the
+/// M's reclaim), which would not wake a deep-sleeping monitor.
+fn keeps_awake(status: PStatus) -> bool {
+    matches!(
+        status,
+        PStatus::Running | PStatus::Retaking | PStatus::Syscall
+    )
+}
+
 fn count_running(s: &Sched) -> usize {
     let n = (s.procs() as usize).min(s.nprocs_created.load(Ordering::Acquire) as usize);
     (0..n)
         .filter(|&i| {
             // SAFETY: created Ps live as long as the runtime.
-            let p = unsafe { &*s.p(i) };
-            matches!(
-                p.status(),
-                PStatus::Running | PStatus::Retaking | PStatus::Syscall
-            )
+            keeps_awake(unsafe { &*s.p(i) }.status())
         })
         .count()
 }
@@ -177,11 +186,8 @@ fn check(s: &Sched, q: u64, seen: &mut Vec<Seen>) -> (usize, u64) {
         // request (its handler finds another goroutine, or none, and the policy decides).
         let m = p.m.load(Ordering::Relaxed);
         let status = p.status();
-        if status == PStatus::Retaking || status == PStatus::Syscall {
-            // Its goroutine is still on its M — in a syscall, or blocked and being probed by
-            // sysmon (sysmon.rs) — and the word can go back to `Running` without `acquirep`
-            // (exitsyscall's fast path, a probe's revert, the M's reclaim), which would not
-            // wake a deep-sleeping monitor. Stay awake; the slice goes on.
+        if keeps_awake(status) && status != PStatus::Running {
+            // `Syscall` or `Retaking` (see `keeps_awake`): stay awake; the slice goes on.
             busy += 1;
             continue;
         }

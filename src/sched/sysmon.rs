@@ -26,8 +26,8 @@
 //!   syscall is retaken once it has lasted one base period (20 µs), counted from the call
 //!   for help (the caller stamps the time: one clock read, on this rare path only). Where
 //!   that help runs is the whole latency on a VM: waking a thread on a CPU the hypervisor
-//!   has halted costs 115–130 µs here (`futex` wake to first instruction, idle 2-vCPU VM),
-//!   against ~10 µs on the waker's own CPU — and the syscall's CPU is the one about to fall
+//!   has halted costs 85–130 µs here (`benches/probes/vcpu_wake.c`, idle 2-vCPU VM),
+//!   against 10–18 µs on the waker's own CPU — and the syscall's CPU is the one about to fall
 //!   idle. So, in order:
 //!   1. **A syscall watcher** (`idle::watch_syscall`): an idle M pinned to the caller's CPU
 //!      is woken with the order "watch this P's syscall". Runnable behind the caller, it gets
