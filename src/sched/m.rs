@@ -270,19 +270,29 @@ impl M {
         if cpus.is_empty() {
             return;
         }
-        let target = cpus[cpu as usize % cpus.len()];
-        // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write into it.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_ZERO(&mut set);
-            libc::CPU_SET(target, &mut set);
-            // EINVAL (CPU went offline, cgroup change) only costs locality: not an error.
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
+        set_affinity(0, &[cpus[cpu as usize % cpus.len()]]);
         self.pinned.set(cpu);
         // Relaxed: a hint for `idle::watch_syscall`, read under the scheduler lock while this
         // M is idle (it pinned itself before going idle).
         self.pinned_shared.store(cpu, Ordering::Relaxed);
+    }
+}
+
+/// Allow thread `tid` (0: the caller) on `cpus` (raw CPU numbers) only; empty: leave it. A
+/// failure (EINVAL: a CPU went offline, a cgroup changed) costs only locality or latency.
+pub(crate) fn set_affinity(tid: i32, cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write into it; `tid` is a thread
+    // of this process (the caller, or sysmon's, which lives as long as the runtime).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 

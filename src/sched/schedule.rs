@@ -641,7 +641,6 @@ pub(crate) fn runqput(s: &Sched, p: &P, g: *mut G, next: bool) -> bool {
     spilled
 }
 
-/// Put `g` on the global queue. Any thread.
 /// Send `g` (stopped, ours) from the P we hold to the back of the line: the global queue,
 /// noting how many Gs wait ahead of it locally (`g::Requeue`).
 fn requeue(s: &Sched, pr: &P, g: *mut G) {
@@ -656,6 +655,7 @@ fn requeue(s: &Sched, pr: &P, g: *mut G) {
     globrunqput(s, g);
 }
 
+/// Put `g` on the global queue. Any thread.
 pub(crate) fn globrunqput(s: &Sched, g: *mut G) {
     let mut sy = s.lock();
     // SAFETY: the caller owns `g` (Runnable, on no queue).

@@ -93,6 +93,7 @@
 //! behaviour for code that does not retry EINTR; /proc costs nothing to the watched thread).
 
 use crate::loom::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use crate::sched::m::set_affinity;
 use crate::sched::note::{futex_wait, futex_wake};
 use crate::sched::p::{P, PStatus, next_word, word_state};
 use crate::sched::syscall::{Reason, handoffp};
@@ -264,24 +265,6 @@ pub(crate) fn syscall_entered(s: &Sched, p: &P) {
             set_affinity(tid, &[cpu as usize]);
         }
         s.sysmon.wake();
-    }
-}
-
-/// Allow thread `tid` (0: the caller) on `cpus` only; empty: leave it. A failure (a CPU went
-/// offline, a cgroup changed) costs only latency.
-fn set_affinity(tid: i32, cpus: &[usize]) {
-    if cpus.is_empty() {
-        return;
-    }
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write into it; `tid` is a thread
-    // of this process (sysmon's, which lives as long as the runtime) or the caller.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        for &c in cpus {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 
