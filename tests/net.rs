@@ -132,6 +132,60 @@ fn concurrent_readers(procs: usize) {
     });
 }
 
+/// Two goroutines read one `&TcpStream` with different buffer sizes (so reads are sometimes
+/// full, sometimes short: the drained hint is set and cleared under them), and the writer
+/// sends its next chunk only once every byte of the last one has arrived. A reader that waits
+/// for an edge while data sits in the socket (a wrongly kept hint) stalls the conversation:
+/// no more data would come to wake it.
+fn concurrent_readers_conversation(procs: usize) {
+    let rt = runtime(procs);
+    rt.block_on(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        w.set_nodelay(true).unwrap();
+        let r = Arc::new(l.accept().unwrap().0);
+        let total = Arc::new(AtomicUsize::new(0));
+        let readers: Vec<_> = [3usize, 64]
+            .into_iter()
+            .map(|size| {
+                let (r, total) = (r.clone(), total.clone());
+                gort::go(move || {
+                    let mut b = vec![0u8; size];
+                    loop {
+                        match (&*r).read(&mut b) {
+                            Ok(0) => return,
+                            Ok(n) => total.fetch_add(n, Ordering::Release),
+                            Err(e) => panic!("{e}"),
+                        };
+                    }
+                })
+            })
+            .collect();
+        let mut sent = 0;
+        let mut x = 12345u32;
+        for round in 0..400 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let len = 1 + (x >> 16) as usize % 100;
+            w.write_all(&vec![round as u8; len]).unwrap();
+            sent += len;
+            let start = Instant::now();
+            while total.load(Ordering::Acquire) < sent {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "round {round}: {} of {sent} bytes arrived: a reader waits with data queued",
+                    total.load(Ordering::Acquire)
+                );
+                gort::sleep(Duration::from_micros(50));
+            }
+        }
+        w.shutdown(Shutdown::Write).unwrap();
+        for h in readers {
+            h.join().unwrap();
+        }
+        assert_eq!(total.load(Ordering::Acquire), sent);
+    });
+}
+
 /// The blocking-poll path: every P idle (the test thread sleeps outside the runtime), one
 /// goroutine waits on a socket and one sleeps on a timer; both wake.
 fn blocking_poll_wakes_both(procs: usize) {
@@ -161,7 +215,12 @@ fn blocking_poll_wakes_both(procs: usize) {
     assert!(after.net_blocking_polls > 0, "{after}");
 }
 
-at_procs!(echo_many, concurrent_readers, blocking_poll_wakes_both);
+at_procs!(
+    echo_many,
+    concurrent_readers,
+    concurrent_readers_conversation,
+    blocking_poll_wakes_both
+);
 
 // ---------------------------------------------------------------------------------------------
 // Timeouts and deadlines.

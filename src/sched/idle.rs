@@ -135,24 +135,24 @@ pub(crate) fn wake_for_global(s: &Sched) {
 pub(crate) fn startm(s: &Sched, p: *mut P, spinning: bool) {
     let (idle_m, may_create) = {
         let mut sy = s.lock();
-        let mut m = sy.midle.pop();
         // Relaxed: `sleeper` is read and written under the scheduler lock only.
         let sleeper = s.timers.sleeper.load(Ordering::Relaxed);
-        if m.is_some_and(|m| m == sleeper || crate::netpoll::is_blocker(s, m)) {
-            // Keep the timer sleeper watching the timers and the netpoll blocker in epoll
-            // (Go never hands work to the M blocked in netpoll): prefer another idle M, or a
-            // new one. (A stale view only costs a break of the blocker's wait.)
-            let special = m.unwrap_or(sleeper);
-            let other = sy.midle.pop();
-            if other.is_some() || sy.mcount < s.max_threads {
-                sy.midle.push(special);
-                m = other;
-            } else if special == sleeper {
-                // The thread limit forces our hand: it stops being the sleeper.
-                unregister_sleeper(s);
+        let may_create = sy.mcount < s.max_threads;
+        let m = match pick_idle(&sy.midle, |m| watching(s, sleeper, m), may_create) {
+            Pick::Idle(i) => Some(sy.midle.remove(i)),
+            Pick::Create => None,
+            Pick::Watcher => {
+                // The thread limit forces our hand: the most recently idled M, even if it
+                // watches. If it is the timer sleeper it stops being one (its wake-up below
+                // breaks its sleep; a blocker's wait is broken by `kick_m`).
+                let m = sy.midle.pop();
+                if m == Some(sleeper) {
+                    unregister_sleeper(s);
+                }
+                m
             }
-        }
-        let may = m.is_none() && sy.mcount < s.max_threads;
+        };
+        let may = m.is_none() && may_create;
         if may {
             sy.mcount += 1;
         }
@@ -180,6 +180,38 @@ pub(crate) fn startm(s: &Sched, p: *mut P, spinning: bool) {
     }
 }
 
+/// Whether idle M `m` watches for the others: the timer sleeper (`sleeper`, read under the
+/// scheduler lock), or the netpoll blocker. Work goes to other Ms first.
+fn watching(s: &Sched, sleeper: *mut M, m: *mut M) -> bool {
+    m == sleeper || crate::netpoll::is_blocker(s, m)
+}
+
+/// `startm`'s choice of M.
+#[derive(Debug, PartialEq, Eq)]
+enum Pick {
+    /// The idle M at this index (the most recently idled one that does not watch).
+    Idle(usize),
+    /// A new M: every idle M watches (or none is idle).
+    Create,
+    /// No new M allowed: the most recently idled M, which watches.
+    Watcher,
+}
+
+/// Keep the timer sleeper watching the timers and the netpoll blocker in epoll (Go never
+/// hands work to the M blocked in netpoll): hand work to the most recently idled M that does
+/// neither, else to a new M, else (thread limit) to a watcher. Every idle M must be looked
+/// at: with two watchers idle, looking past only the top one once handed work to the timer
+/// sleeper without ending its role; it then idled again without a deadline, and the stale
+/// registration made every later timer's adder trust a sleeper that was not watching (lost
+/// timer wake-ups with sockets open and GOMAXPROCS ≥ 2).
+fn pick_idle(midle: &[*mut M], watching: impl Fn(*mut M) -> bool, may_create: bool) -> Pick {
+    match midle.iter().rposition(|&m| !watching(m)) {
+        Some(i) => Pick::Idle(i),
+        None if may_create || midle.is_empty() => Pick::Create,
+        None => Pick::Watcher,
+    }
+}
+
 /// `entersyscall` froze `p` (status word `word`) with work queued: wake an idle M pinned to
 /// the same CPU as the caller to watch it, rather than sysmon (`sysmon.rs`, "Nudge"). The
 /// watcher becomes runnable on this CPU and gets it the moment the syscall blocks; it spins
@@ -200,9 +232,7 @@ pub(crate) fn watch_syscall(s: &Sched, p: &P, word: u64, due: u64) -> bool {
             // SAFETY: Ms are freed only when the scheduler is dropped.
             let mr = unsafe { &*m };
             // Relaxed: see `M::pinned_shared`.
-            m != sleeper
-                && !crate::netpoll::is_blocker(s, m)
-                && mr.pinned_shared.load(Ordering::Relaxed) == p.cpu
+            !watching(s, sleeper, m) && mr.pinned_shared.load(Ordering::Relaxed) == p.cpu
         });
         match found {
             Some(i) => sy.midle.swap_remove(i),
@@ -577,4 +607,36 @@ pub(crate) fn timer_wake(s: &Sched, when: u64) {
         sl
     };
     wake_without_p(s, sleeper);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{M, Pick, pick_idle};
+
+    fn ms(n: usize) -> Vec<*mut M> {
+        (1..=n).map(|i| (i * 64) as *mut M).collect()
+    }
+
+    /// Work goes to the most recently idled M that watches for nothing, however many
+    /// watchers sit above it (the top two both watching was the lost-timer case).
+    #[test]
+    fn startm_passes_over_every_watcher() {
+        let idle = ms(4);
+        let (a, c, d) = (idle[0], idle[2], idle[3]);
+        assert_eq!(pick_idle(&idle, |_| false, true), Pick::Idle(3));
+        assert_eq!(pick_idle(&idle, |m| m == d, true), Pick::Idle(2));
+        assert_eq!(pick_idle(&idle, |m| m == d || m == c, true), Pick::Idle(1));
+        assert_eq!(pick_idle(&idle, |m| m != a, false), Pick::Idle(0));
+        // Only watchers idle: a new M, or at the thread limit the top watcher.
+        assert_eq!(
+            pick_idle(&idle[2..], |m| m == c || m == d, true),
+            Pick::Create
+        );
+        assert_eq!(
+            pick_idle(&idle[2..], |m| m == c || m == d, false),
+            Pick::Watcher
+        );
+        assert_eq!(pick_idle(&[], |_| false, true), Pick::Create);
+        assert_eq!(pick_idle(&[], |_| false, false), Pick::Create);
+    }
 }
