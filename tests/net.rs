@@ -222,6 +222,107 @@ at_procs!(
     blocking_poll_wakes_both
 );
 
+/// A FIN that arrives with the last data: the read returns the data (short) and the kernel
+/// eats the FIN, so the next read returns end-of-file at once with no edge to come. It must
+/// not wait for one (`netpoll::fd`, "Drained TCP reads"). The writer corks its socket so that
+/// the data and the FIN leave in one segment.
+#[test]
+fn fin_with_the_last_data_ends_the_next_read() {
+    guarded(|| {
+        let rt = runtime(1);
+        rt.block_on(|| {
+            for round in 0..20 {
+                let l = TcpListener::bind("127.0.0.1:0").unwrap();
+                let w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                let mut r = l.accept().unwrap().0;
+                let (done, finished) = gort::chan::bounded(1);
+                gort::go(move || {
+                    let mut got = 0;
+                    let mut b = [0u8; 4096];
+                    loop {
+                        match r.read(&mut b) {
+                            Ok(0) => break,
+                            Ok(n) => got += n,
+                            Err(e) => panic!("round {round} after {got} bytes: {e}"),
+                        }
+                    }
+                    let _ = done.send(got);
+                });
+                // Let the reader park, then send 100 bytes and the FIN in one segment.
+                gort::sleep(Duration::from_millis(5));
+                let one: libc::c_int = 1;
+                // SAFETY: a valid option value for an open TCP socket.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        w.as_raw_fd(),
+                        libc::IPPROTO_TCP,
+                        libc::TCP_CORK,
+                        (&one as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(rc, 0);
+                (&w).write_all(&[5u8; 100]).unwrap();
+                w.shutdown(Shutdown::Write).unwrap();
+                // A hang bound: end-of-file follows the data at once.
+                match finished.recv_timeout(Duration::from_secs(5)) {
+                    Ok(got) => assert_eq!(got, 100),
+                    Err(e) => {
+                        panic!("round {round}: the reader missed the end of the stream ({e:?})")
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// Urgent data (`MSG_OOB`) makes a read stop short at the mark with data behind it: the
+/// drained hint must not be taken from that read (`netpoll::fd`, "Drained TCP reads"), or
+/// the reader would wait for an edge that never comes.
+#[test]
+fn urgent_data_does_not_strand_a_read() {
+    guarded(|| {
+        let rt = runtime(1);
+        rt.block_on(|| {
+            for round in 0..20 {
+                let l = TcpListener::bind("127.0.0.1:0").unwrap();
+                let w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                w.set_nodelay(true).unwrap();
+                let mut r = l.accept().unwrap().0;
+                let (done, finished) = gort::chan::bounded(1);
+                gort::go(move || {
+                    let mut got = Vec::new();
+                    let mut b = [0u8; 4096];
+                    while got.len() < 3 {
+                        match r.read(&mut b) {
+                            Ok(0) => break,
+                            Ok(n) => got.extend_from_slice(&b[..n]),
+                            Err(e) => panic!("round {round} after {got:?}: {e}"),
+                        }
+                    }
+                    let _ = done.send(got);
+                });
+                // Let the reader park, then queue "a", the urgent "b" (out of band: not in
+                // the stream) and "cd" behind it, back to back.
+                gort::sleep(Duration::from_millis(5));
+                let fd = w.as_raw_fd();
+                // SAFETY: valid buffers and an open socket.
+                unsafe {
+                    assert_eq!(libc::send(fd, b"ab".as_ptr().cast(), 2, libc::MSG_OOB), 2);
+                    assert_eq!(libc::send(fd, b"cd".as_ptr().cast(), 2, 0), 2);
+                }
+                // A hang bound: the bytes are all there within microseconds.
+                match finished.recv_timeout(Duration::from_secs(5)) {
+                    Ok(got) => assert_eq!(got, b"acd"),
+                    Err(e) => {
+                        panic!("round {round}: the reader is stranded behind urgent data ({e:?})")
+                    }
+                }
+            }
+        });
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Timeouts and deadlines.
 

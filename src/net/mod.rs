@@ -58,6 +58,25 @@ impl<S: AsRawFd> Sock<S> {
         Ok(Sock { reg, inner })
     }
 
+    /// A TCP read of `len` bytes (`None`: a peek), with the drained hint
+    /// (`netpoll::fd`, "Drained TCP reads").
+    fn read_tcp(
+        &self,
+        len: Option<usize>,
+        mut f: impl FnMut(&S) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.reg.read_tcp(len, || f(&self.inner))
+    }
+
+    /// A stream read of `len` bytes without the hint (Unix streams: see `netpoll::fd`).
+    fn read_plain(
+        &self,
+        _len: Option<usize>,
+        f: impl FnMut(&S) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.read(f)
+    }
+
     /// A read-side operation: `f` until it does not block.
     fn read<T>(&self, mut f: impl FnMut(&S) -> io::Result<T>) -> io::Result<T> {
         self.reg.io(Dir::Read, || f(&self.inner))
@@ -216,19 +235,23 @@ macro_rules! socket_common {
 }
 use socket_common;
 
-/// `Read`/`Write` for a stream type and for a shared reference to it.
+/// `Read`/`Write` for a stream type and for a shared reference to it; `$read` is the
+/// `Sock` method for reads (`read_tcp` or `read_plain`).
 macro_rules! stream_io {
-    ($ty:ident) => {
+    ($ty:ident, $read:ident) => {
         impl std::io::Read for &$ty {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                self.sock.read(|s| std::io::Read::read(&mut &*s, buf))
+                let len = buf.len();
+                self.sock
+                    .$read(Some(len), |s| std::io::Read::read(&mut &*s, buf))
             }
             fn read_vectored(
                 &mut self,
                 bufs: &mut [std::io::IoSliceMut<'_>],
             ) -> std::io::Result<usize> {
+                let len = bufs.iter().map(|b| b.len()).sum();
                 self.sock
-                    .read(|s| std::io::Read::read_vectored(&mut &*s, bufs))
+                    .$read(Some(len), |s| std::io::Read::read_vectored(&mut &*s, bufs))
             }
         }
         impl std::io::Write for &$ty {

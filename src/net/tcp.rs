@@ -40,7 +40,7 @@ pub struct TcpStream {
 
 socket_common!(TcpListener, std::net::TcpListener);
 socket_common!(TcpStream, std::net::TcpStream);
-stream_io!(TcpStream);
+stream_io!(TcpStream, read_tcp);
 
 impl TcpListener {
     /// Bind and listen (std's `bind`: `SO_REUSEADDR`, the first address that works). The
@@ -161,7 +161,7 @@ impl TcpStream {
 
     /// Read without consuming (parks until data or end-of-file).
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.read(|s| s.peek(buf))
+        self.sock.read_tcp(None, |s| s.peek(buf))
     }
 
     /// `TCP_NODELAY`.

@@ -26,7 +26,7 @@ pub struct UnixDatagram {
 socket_common!(UnixListener, std::os::unix::net::UnixListener);
 socket_common!(UnixStream, std::os::unix::net::UnixStream);
 socket_common!(UnixDatagram, std::os::unix::net::UnixDatagram);
-stream_io!(UnixStream);
+stream_io!(UnixStream, read_plain);
 
 impl UnixListener {
     /// Bind to `path` and listen.

@@ -103,11 +103,16 @@ impl Epoll {
         Ok(ep)
     }
 
-    /// Register `fd` once for the whole of its life: read, write and peer-shutdown readiness,
-    /// edge-triggered, with `data` (the tagged poll descriptor) returned in its events.
+    /// Register `fd` once for the whole of its life: read, write, peer-shutdown and urgent-data
+    /// readiness (`EPOLLPRI`: see `fd.rs`, "Drained TCP reads"), edge-triggered, with `data`
+    /// (the tagged poll descriptor) returned in its events.
     pub(crate) fn add(&self, fd: RawFd, data: u64) -> io::Result<()> {
         let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            events: (libc::EPOLLIN
+                | libc::EPOLLOUT
+                | libc::EPOLLRDHUP
+                | libc::EPOLLPRI
+                | libc::EPOLLET) as u32,
             u64: data,
         };
         // SAFETY: `ev` is a valid event; a bad `fd` is reported as EBADF. No EINTR.

@@ -11,7 +11,8 @@
 //! | `&Waiter`   | a party (goroutine or thread) waits, its `Waiter` on its own frame | whoever CASes it out |
 //!
 //! * Poller (an edge): `NIL -> READY`, or `&w -> NIL` and wake `w` (the readiness is handed to
-//!   the woken party, which retries its system call); `READY` stays.
+//!   the woken party, which retries its system call); `READY -> READY` (a CAS, not a look:
+//!   see `PollDesc::ready`).
 //! * Kick (close, a deadline changed or expired): `&w -> NIL` and wake `w`; nothing otherwise
 //!   (the flag it set before is read by every party before it waits).
 //! * Waiter: `READY -> NIL` (consume: retry the call), else `NIL -> &w` and sleep. After it
@@ -29,12 +30,43 @@
 //! both SeqCst, so either the kicker finds the waiter in the slot, or the waiter sees the flag
 //! (a Dekker pair).
 //!
-//! # One waiter per direction
+//! # One waiter per direction, and edges nobody saw
 //! Two goroutines may read one `&TcpStream` at once (Rust allows it; Go serialises `Read`
 //! with `fd.readLock`). Only the *waiting* is serialised here, by a goroutine-aware mutex per
 //! direction: a party that finds it taken waits for it, then retries its system call rather
 //! than wait for an edge (the edge it would wait for may have been consumed by the holder,
 //! which may have left data unread).
+//!
+//! That is not enough on its own: a party whose call found nothing (`EAGAIN`) may reach the
+//! mutex only after the other party took the next edge *and* left — having read the end of
+//! the stream, say, which is reported once — and then wait forever (a loom model of two
+//! readers found it: `netpoll/loom_models.rs`, `drained`). So each direction also counts its
+//! edges (`PollDesc::edges`, bumped by the poller before it touches the slot): a party loads
+//! the count before its call and, once it holds the mutex, retries the call instead of
+//! waiting if the count moved. An edge after that finds it in the slot, or leaves `READY`.
+//!
+//! # Drained TCP reads
+//! A request/response connection reads a request, writes the answer and reads again; that
+//! second read finds nothing and costs a system call just to learn so (`EAGAIN`) before the
+//! goroutine parks. A TCP read that returns fewer bytes than asked for has emptied the
+//! receive queue (the kernel stops short only when the queue is empty, at an urgent mark, or
+//! after a FIN that came with the data), and every later arrival is followed by an edge. So
+//! after such a read, as long as no read edge has been counted since before it, the next read
+//! can wait for an edge first (tokio clears readiness on a short read for the same reason; Go
+//! does not). The registration keeps the edge count loaded before the last short read
+//! (`Registration::drained`); a stale value from a concurrent reader is harmless, since data
+//! that reader did not take arrived after the short read, and its edge moved the count.
+//!
+//! The exceptions leave something for the next read with no edge to come: urgent data
+//! (`MSG_OOB`: the read stops at the mark, data behind it), and the end of the stream or an
+//! error arriving with the data (the read returns the data and eats the FIN; the next one
+//! returns 0 or the error at once — seen in `half_close`, whose last segment carried the FIN).
+//! Their arrival is reported with `EPOLLPRI`, `EPOLLRDHUP`, `EPOLLHUP` or `EPOLLERR`; the
+//! poller then marks the descriptor `no_hint` (before counting the edge, so a reader that
+//! loaded the count after it sees the mark) and no short read sets the hint again. A short
+//! read whose event was not harvested yet is safe: that edge is still to come. Unix stream
+//! sockets do not take the hint: with `SO_PASSCRED` or passed descriptors the kernel stops
+//! short at a change of sender or after the descriptors, with data behind.
 //!
 //! # Deadlines
 //! Each wait computes its deadline (the handle's absolute deadline, or the call's start plus
@@ -80,8 +112,13 @@ pub(crate) struct PollDesc {
     seq: AtomicU32,
     rg: AtomicUsize,
     wg: AtomicUsize,
+    /// Edges delivered per direction, read and write (module docs, "edges nobody saw").
+    edges: [AtomicU64; 2],
     /// The socket is being closed: waiters leave with an error.
     closing: AtomicBool,
+    /// Urgent data, the end of the stream or an error was reported: short reads prove nothing
+    /// any more (module docs, "Drained TCP reads").
+    no_hint: AtomicBool,
     /// Absolute deadlines (`nanotime` clock) set on the handle, [`NO_TIMER`]: none.
     rd: AtomicU64,
     wd: AtomicU64,
@@ -101,7 +138,9 @@ impl PollDesc {
             seq: AtomicU32::new(0),
             rg: AtomicUsize::new(NIL),
             wg: AtomicUsize::new(NIL),
+            edges: [AtomicU64::new(0), AtomicU64::new(0)],
             closing: AtomicBool::new(false),
+            no_hint: AtomicBool::new(false),
             rd: AtomicU64::new(NO_TIMER),
             wd: AtomicU64::new(NO_TIMER),
         }));
@@ -118,6 +157,7 @@ impl PollDesc {
         self.rg.store(NIL, Ordering::Relaxed);
         self.wg.store(NIL, Ordering::Relaxed);
         self.closing.store(false, Ordering::Relaxed);
+        self.no_hint.store(false, Ordering::Relaxed);
         self.rd.store(NO_TIMER, Ordering::Relaxed);
         self.wd.store(NO_TIMER, Ordering::Relaxed);
     }
@@ -136,6 +176,12 @@ impl PollDesc {
         }
     }
 
+    /// Edges delivered in `dir` so far. Relaxed: see `ready` (the count is bumped before the
+    /// slot's CAS, and a party that needs it synchronises through that slot or the mutex).
+    fn edges(&self, dir: Dir) -> u64 {
+        self.edges[dir as usize].load(Ordering::Relaxed)
+    }
+
     fn deadline_word(&self, dir: Dir) -> &AtomicU64 {
         match dir {
             Dir::Read => &self.rd,
@@ -145,19 +191,26 @@ impl PollDesc {
 
     /// Poller side: an edge for `dir`. Returns the waiter to wake, if one waited.
     fn ready(&self, dir: Dir) -> Option<Wakeup> {
+        // Relaxed: published by the Release half of the slot's CAS below to whoever consumes
+        // this edge; a party that later takes the wait mutex from it sees the count too.
+        self.edges[dir as usize].fetch_add(1, Ordering::Relaxed);
         let slot = self.slot(dir);
         // Relaxed: the CASes below decide; this only picks the expected value.
         let mut cur = slot.load(Ordering::Relaxed);
         loop {
+            // `READY` is rewritten, not just read: a plain load could be stale (reordered
+            // before the count above, or simply old), and returning on it would publish
+            // neither the edge nor the count to the party that consumes that `READY` — a
+            // second reader could then wait with nothing to wake it (the two-reader loom
+            // model found it).
             let new = match cur {
-                READY => return None,
-                NIL => READY,
+                NIL | READY => READY,
                 _ => NIL,
             };
             // AcqRel: acquire the waiter's registration (its Waiter is initialised); release
-            // our readiness to the party that consumes `READY`.
+            // our readiness and the edge count to the party that consumes `READY`.
             match slot.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) if cur == NIL => return None,
+                Ok(_) if cur == NIL || cur == READY => return None,
                 // SAFETY: we CASed the waiter out of the slot: we are its only notifier, and
                 // it waits (its frame alive) until woken.
                 Ok(_) => return unsafe { Waiter::claim(cur as *const Waiter) },
@@ -206,7 +259,13 @@ pub(crate) fn event(data: u64, events: u32, out: &mut super::Ready) {
         return;
     }
     let e = events as i32;
-    if e & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+    if e & (libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+        // Relaxed: published to the reader by the Release half of `ready`'s CAS below.
+        pd.no_hint.store(true, Ordering::Relaxed);
+    }
+    if e & (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
+        != 0
+    {
         out.push(pd.ready(Dir::Read));
     }
     if e & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
@@ -230,6 +289,9 @@ pub(crate) struct Registration {
     wto: AtomicU64,
     /// Cleared by [`Registration::deregister`] (the descriptor may be reused after that).
     registered: AtomicBool,
+    /// 1 + the read edge count loaded before the last short read, 0: none (module docs,
+    /// "Drained TCP reads"). Relaxed: a hint validated against the count.
+    drained: AtomicU64,
 }
 
 impl Registration {
@@ -252,6 +314,7 @@ impl Registration {
             rto: AtomicU64::new(NO_TIMER),
             wto: AtomicU64::new(NO_TIMER),
             registered: AtomicBool::new(true),
+            drained: AtomicU64::new(0),
         })
     }
 
@@ -261,6 +324,7 @@ impl Registration {
     pub(crate) fn io<T>(&self, dir: Dir, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
         let mut call_deadline = None;
         loop {
+            let seen = self.pd.edges(dir);
             match f() {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -269,12 +333,63 @@ impl Registration {
             let to = self.timeout_word(dir).load(Ordering::Relaxed);
             let from_timeout =
                 *call_deadline.get_or_insert_with(|| crate::time::nanotime().saturating_add(to));
-            self.wait(dir, from_timeout)?;
+            self.wait(dir, from_timeout, seen)?;
         }
     }
 
-    /// Wait once for `dir`: `Ok` means "retry the call".
-    fn wait(&self, dir: Dir, call_deadline: u64) -> io::Result<()> {
+    /// A TCP read of `len` bytes (`None`: a peek) by `f`, as [`Registration::io`] but using
+    /// and keeping the drained hint (module docs, "Drained TCP reads").
+    pub(crate) fn read_tcp(
+        &self,
+        len: Option<usize>,
+        mut f: impl FnMut() -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut call_deadline = None;
+        let mut seen = self.pd.edges(Dir::Read);
+        // Relaxed: validated against the count (module docs).
+        let mut wait_first = self.drained.load(Ordering::Relaxed) == seen + 1 && len != Some(0);
+        // A deadline that passed while waiting first: reported only if the call would block.
+        let mut expired = None;
+        loop {
+            if !wait_first {
+                let r = f();
+                match &r {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Ok(n) if *n > 0 && len.is_some_and(|l| *n < l) => {
+                        // Relaxed: the mark is published with the edge that a party which
+                        // loaded the count after it acquired; an edge not yet counted is
+                        // still to come (module docs).
+                        if !self.pd.no_hint.load(Ordering::Relaxed) {
+                            // Relaxed: a hint validated against the count.
+                            self.drained.store(seen + 1, Ordering::Relaxed);
+                        }
+                        return r;
+                    }
+                    _ => return r,
+                }
+                if let Some(e) = expired.take() {
+                    return Err(e);
+                }
+            }
+            let to = self.rto.load(Ordering::Relaxed);
+            let from_timeout =
+                *call_deadline.get_or_insert_with(|| crate::time::nanotime().saturating_add(to));
+            match self.wait(Dir::Read, from_timeout, seen) {
+                Ok(()) => {}
+                // Data may be there with its edge not yet harvested: as `io`, report the
+                // deadline only when the call itself would block.
+                Err(e) if wait_first && e.kind() == io::ErrorKind::TimedOut => expired = Some(e),
+                Err(e) => return Err(e),
+            }
+            wait_first = false;
+            seen = self.pd.edges(Dir::Read);
+        }
+    }
+
+    /// Wait once for `dir`: `Ok` means "retry the call". `seen`: the edge count loaded
+    /// before the call that would block.
+    fn wait(&self, dir: Dir, call_deadline: u64, seen: u64) -> io::Result<()> {
         let pd = self.pd;
         // Acquire: pairs with the swap in `deregister`: once deregistered, no new waits.
         if !self.registered.load(Ordering::Acquire) || pd.closing() {
@@ -292,6 +407,11 @@ impl Registration {
                 return Ok(());
             }
         };
+        if pd.edges(dir) != seen {
+            // An edge since the call began, maybe taken by another party that has left
+            // (module docs, "edges nobody saw"): retry the call.
+            return Ok(());
+        }
         let slot = pd.slot(dir);
         // Consume a pending edge. AcqRel: acquire the poller's readiness.
         if slot
