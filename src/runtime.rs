@@ -5,7 +5,7 @@
 //! Every setting has three sources, strongest first: the builder method, the environment
 //! (read when the runtime is built), the default. Environment variables: `GOMAXPROCS` (as Go:
 //! a positive integer; default: the number of CPUs this process may run on), `GORT_STACK_KB`,
-//! `GORT_PIN=0|1`, `GORT_PREEMPT=off|handoff|migrate`, `GORT_QUANTUM_US`. A malformed value
+//! `GORT_PIN=0|1|strict`, `GORT_PREEMPT=off|handoff|migrate`, `GORT_QUANTUM_US`. A malformed value
 //! is an error naming the variable and the value — never silently ignored (Go ignores a bad
 //! GOMAXPROCS; we think a typo that silently changes the parallelism is worse).
 //!
@@ -55,6 +55,7 @@ pub(crate) struct Config {
     pub(crate) procs: usize,
     pub(crate) stack_size: usize,
     pub(crate) pin: bool,
+    pub(crate) pin_strict: bool,
     pub(crate) max_threads: usize,
     pub(crate) preempt: Preempt,
     pub(crate) quantum: Duration,
@@ -66,6 +67,7 @@ pub struct RuntimeBuilder {
     procs: Option<usize>,
     stack_size: Option<usize>,
     pin: Option<bool>,
+    pin_strict: Option<bool>,
     max_threads: Option<usize>,
     preempt: Option<Preempt>,
     quantum: Option<Duration>,
@@ -118,8 +120,19 @@ impl RuntimeBuilder {
         self
     }
     /// Pin each M to the CPU of the P it holds (default true; `GORT_PIN=0` disables).
+    ///
+    /// Pinning is relaxed while other processes compete for those CPUs (the running Ms wait
+    /// in the kernel's run queue more than 10 % of the time), and restored once they have
+    /// been calm for a second; see [`RuntimeBuilder::pin_strict`] and `Stats::pin_relaxed`.
     pub fn pin_threads(mut self, pin: bool) -> Self {
         self.pin = Some(pin);
+        self
+    }
+    /// Keep the Ms pinned even while other processes compete for their CPUs (default false;
+    /// `GORT_PIN=strict`): for measurements that need a fixed placement. Implies
+    /// `pin_threads(true)` unless that is set to false.
+    pub fn pin_strict(mut self, strict: bool) -> Self {
+        self.pin_strict = Some(strict);
         self
     }
     /// Default goroutine stack reservation in bytes (default 256 KiB; at least one page).
@@ -183,18 +196,23 @@ impl RuntimeBuilder {
                 "gort: stack size {stack_size} bytes is too small: the minimum is one page ({page} bytes)"
             )));
         }
-        let pin = match self.pin {
-            Some(p) => p,
-            None => match env_var("GORT_PIN")?.as_deref().map(str::trim) {
-                None | Some("1") => true,
-                Some("0") => false,
-                Some(v) => {
-                    return Err(invalid(format!(
-                        "gort: GORT_PIN={v:?} is not valid: expected 0 or 1"
-                    )));
-                }
-            },
+        let pin_env = if self.pin.is_some() && self.pin_strict.is_some() {
+            None
+        } else {
+            env_var("GORT_PIN")?
         };
+        let (env_pin, env_strict) = match pin_env.as_deref().map(str::trim) {
+            None | Some("1") => (true, false),
+            Some("0") => (false, false),
+            Some("strict") => (true, true),
+            Some(v) => {
+                return Err(invalid(format!(
+                    "gort: GORT_PIN={v:?} is not valid: expected 0, 1 or strict"
+                )));
+            }
+        };
+        let pin = self.pin.unwrap_or(env_pin);
+        let pin_strict = pin && self.pin_strict.unwrap_or(env_strict);
         let max_threads = self.max_threads.unwrap_or(10_000);
         if max_threads < procs {
             return Err(invalid(format!(
@@ -235,6 +253,7 @@ impl RuntimeBuilder {
             procs,
             stack_size,
             pin,
+            pin_strict,
             max_threads,
             preempt,
             quantum,
@@ -259,6 +278,7 @@ impl Sched {
         let s = Arc::new(Sched {
             stack_size: cfg.stack_size,
             pin: cfg.pin,
+            pin_adaptive: cfg.pin && !cfg.pin_strict,
             max_threads: cfg.max_threads,
             cpus: allowed_cpus(),
             gomaxprocs: AtomicU32::new(0),
@@ -295,6 +315,7 @@ impl Sched {
             mlocked: AtomicU64::new(0),
             quantum_ns: cfg.quantum.as_nanos().min(u64::MAX as u128) as u64,
             sysmon: crate::sched::sysmon::Shared::new(),
+            pinning: crate::sched::pinning::Shared::new(),
         });
         s.resize(cfg.procs);
         s

@@ -84,6 +84,12 @@ pub struct Stats {
     pub threads_locked: usize,
     /// sysmon rounds so far.
     pub sysmon_rounds: u64,
+    /// How Ms are placed: `"pinned"` (each on its P's CPU), `"relaxed"` (pinning suspended
+    /// while other processes compete for the CPUs; see `RuntimeBuilder::pin_threads`),
+    /// `"strict"` (pinned, never relaxed) or `"off"`.
+    pub pinning: &'static str,
+    /// Times pinning was relaxed so far.
+    pub pin_relaxations: u64,
     /// How stack guard pages are made: `"madvise"` (`MADV_GUARD_INSTALL`, Linux ≥ 6.13, no
     /// extra mapping per stack) or `"mprotect"` (two mappings per stack, bounded by
     /// `vm.max_map_count`).
@@ -139,6 +145,16 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         threads_idle: s.lock().midle.len(),
         threads_locked: s.mlocked.load(Ordering::Relaxed) as usize,
         sysmon_rounds: s.sysmon.rounds.load(Ordering::Relaxed),
+        pinning: if !s.pin {
+            "off"
+        } else if !s.pin_adaptive {
+            "strict"
+        } else if s.pinning.relaxed() {
+            "relaxed"
+        } else {
+            "pinned"
+        },
+        pin_relaxations: s.pinning.relaxations(),
         stack_guard: match crate::stack::guard_mode() {
             crate::stack::GuardMode::MadviseGuard => "madvise",
             crate::stack::GuardMode::Mprotect => "mprotect",
@@ -169,7 +185,7 @@ impl fmt::Display for Stats {
              timers: run={} pending={}\n\
              netpoll: polls={} blocking={} readied={}\n\
              syscalls={} handoffs: syscall work={} (watched {}) idle={} long={} foreign={}{}\n\
-             threads: live={} idle={} locked={}  sysmon rounds={}\n\
+             threads: live={} idle={} locked={}  sysmon rounds={}  pinning: {} (relaxed {}x)\n\
              stacks: {} mapped, {} MiB reserved, guards by {}",
             self.yields,
             self.parks,
@@ -197,6 +213,8 @@ impl fmt::Display for Stats {
             self.threads_idle,
             self.threads_locked,
             self.sysmon_rounds,
+            self.pinning,
+            self.pin_relaxations,
             self.stacks_mapped,
             self.stack_reserved_bytes >> 20,
             self.stack_guard

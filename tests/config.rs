@@ -60,7 +60,11 @@ fn child() {
         // Build a runtime from the environment and report the outcome.
         "build" => match Runtime::builder().build() {
             Ok(rt) => {
-                println!("BUILD ok procs={}", rt.procs());
+                println!(
+                    "BUILD ok procs={} pinning={}",
+                    rt.procs(),
+                    rt.stats().pinning
+                );
                 rt.shutdown();
             }
             Err(e) => println!("BUILD err kind={:?} message={e}", e.kind()),
@@ -156,6 +160,27 @@ fn gort_pin_yes_is_rejected() {
     assert_rejected("GORT_PIN", "yes");
 }
 
+/// `GORT_PIN` selects the placement: pinned (adaptive) by default and with 1, never relaxed
+/// with `strict`, off with 0.
+#[test]
+fn gort_pin_modes() {
+    for (value, mode) in [
+        (None, "pinned"),
+        (Some("1"), "pinned"),
+        (Some(" strict "), "strict"),
+        (Some("0"), "off"),
+    ] {
+        let env: Vec<(&str, &str)> = value.map(|v| ("GORT_PIN", v)).into_iter().collect();
+        let output = run_child("build", &env);
+        let line = reported(&output, "BUILD ").unwrap_or_default();
+        assert!(
+            line.starts_with("ok ") && line.ends_with(&format!(" pinning={mode}")),
+            "GORT_PIN={value:?}\n{}",
+            describe(&output)
+        );
+    }
+}
+
 #[test]
 fn gort_stack_kb_zero_is_rejected() {
     assert_rejected("GORT_STACK_KB", "0");
@@ -234,6 +259,29 @@ fn build_error(builder: gort::RuntimeBuilder) -> std::io::Error {
     match builder.build() {
         Ok(rt) => panic!("built a runtime with {} procs", rt.procs()),
         Err(e) => e,
+    }
+}
+
+#[test]
+fn pinning_options() {
+    for (pin, strict, mode) in [
+        (true, false, "pinned"),
+        (true, true, "strict"),
+        (false, true, "off"),
+        (false, false, "off"),
+    ] {
+        let rt = Runtime::builder()
+            .procs(1)
+            .pin_threads(pin)
+            .pin_strict(strict)
+            .build()
+            .unwrap();
+        assert_eq!(
+            rt.stats().pinning,
+            mode,
+            "pin_threads({pin}) pin_strict({strict})"
+        );
+        rt.shutdown();
     }
 }
 

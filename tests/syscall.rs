@@ -310,7 +310,13 @@ fn backed_off_then_blocked() -> u64 {
 /// watcher, not sysmon, took the P. The watcher's CAS against exitsyscall's is the one
 /// `syscall_storm` races in bulk.
 fn watcher_child() {
-    let rt = runtime(1);
+    // Strict: a watcher is an idle M pinned to the syscall's CPU, and a loaded machine (the
+    // rest of the suite) could have adaptive pinning relaxed.
+    let rt = Runtime::builder()
+        .procs(1)
+        .pin_strict(true)
+        .build()
+        .unwrap();
     // Four goroutines blocked in syscalls at once: three Ms besides the P's, idle afterwards.
     assert_eq!(rt.block_on(|| blocking_round(4)), 4);
     let mut rounds = 0;

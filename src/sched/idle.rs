@@ -65,7 +65,8 @@ pub(crate) fn acquirep(m: &M, p: *mut P) {
     m.pword.set(w);
     m.p.set(p);
     crate::preempt::p_busy(&m.sched);
-    if m.sched.pin {
+    // Not while pinning is relaxed (`pinning.rs`): this M then follows the kernel's placement.
+    if m.sched.pin && !m.pin_relaxed.get() {
         m.pin(pr.cpu);
     }
 }

@@ -115,6 +115,8 @@ pub(crate) struct M {
     pub(crate) foreign_ack: AtomicU64,
     /// The CPU (index into the allowed set) this thread is pinned to, -1 if none.
     pub(crate) pinned: Cell<i32>,
+    /// Whether this M last applied relaxed pinning (`pinning::follow`).
+    pub(crate) pin_relaxed: Cell<bool>,
     /// `pinned`, readable by other threads (`idle::watch_syscall` picks an idle M by it).
     pub(crate) pinned_shared: AtomicI32,
     /// xorshift state for victim selection.
@@ -242,6 +244,7 @@ impl M {
             foreign_ack: AtomicU64::new(0),
             pinned: Cell::new(-1),
             pinned_shared: AtomicI32::new(-1),
+            pin_relaxed: Cell::new(false),
             rand: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)),
             preempt_pending: AtomicBool::new(false),
             preempt_coop: AtomicBool::new(false),
@@ -275,6 +278,14 @@ impl M {
         // Relaxed: a hint for `idle::watch_syscall`, read under the scheduler lock while this
         // M is idle (it pinned itself before going idle).
         self.pinned_shared.store(cpu, Ordering::Relaxed);
+    }
+
+    /// Allow this thread on every CPU of the process again (`pinning::follow`). Own thread.
+    pub(crate) fn unpin(&self) {
+        set_affinity(0, &self.sched.cpus);
+        self.pinned.set(-1);
+        // Relaxed: as in `pin`.
+        self.pinned_shared.store(-1, Ordering::Relaxed);
     }
 }
 

@@ -71,6 +71,8 @@ pub(crate) mod note;
 #[cfg(not(loom))]
 pub(crate) mod p;
 pub(crate) mod park;
+#[cfg(not(loom))]
+pub(crate) mod pinning;
 pub(crate) mod pword;
 #[cfg(not(loom))]
 pub(crate) mod schedule;
@@ -134,6 +136,9 @@ mod imp {
     pub(crate) struct Sched {
         pub(crate) stack_size: usize,
         pub(crate) pin: bool,
+        /// Pinning relaxes while other processes compete for the CPUs (`pinning.rs`);
+        /// false for `GORT_PIN=strict` and when not pinning at all.
+        pub(crate) pin_adaptive: bool,
         pub(crate) max_threads: usize,
         /// The CPUs this process may run on, at start (P i is pinned to `cpus[i % len]`).
         pub(crate) cpus: Vec<usize>,
@@ -171,6 +176,8 @@ mod imp {
         pub(crate) quantum_ns: u64,
         /// sysmon's thread, wake-up word and counters (`sysmon.rs`).
         pub(crate) sysmon: super::sysmon::Shared,
+        /// Whether pinning is relaxed now (`pinning.rs`).
+        pub(crate) pinning: super::pinning::Shared,
     }
 
     // SAFETY: raw pointers inside are owned by the structures that hold them and guarded by the

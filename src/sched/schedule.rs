@@ -383,6 +383,7 @@ pub(crate) fn gosched() -> bool {
 
 fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
     let s = &*m.sched;
+    crate::sched::pinning::follow(m);
     'top: loop {
         // Acquire: pairs with the store in shutdown.
         if s.shutting_down.load(Ordering::Acquire) {

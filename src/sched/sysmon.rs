@@ -85,7 +85,8 @@
 //!
 //! Other engineers' checks slot into the same loop: preemption requests sit next to the
 //! foreign-blocking check (same `ran` condition); the network poll (`netpoll::sysmon_poll`: poll if
-//! nobody has for 10 ms) goes before the P scan in [`Sysmon::tick`], in Go's order.
+//! nobody has for 10 ms) goes before the P scan in [`Sysmon::tick`], in Go's order, and so
+//! does the contention sample of adaptive pinning (`pinning.rs`, every 50 ms).
 //!
 //! Rejected: a timer-driven sysmon in the scheduler (an M that blocks cannot watch itself);
 //! sysmon waking every 20 µs forever (an idle process must not burn CPU); signalling the
@@ -360,6 +361,8 @@ impl ThreadWatch {
 /// sysmon's own state (its thread only).
 struct Sysmon {
     ps: Vec<PRecord>,
+    /// Contention-adaptive pinning's sampler (`pinning.rs`).
+    pinning: crate::sched::pinning::Watch,
     /// The earliest time a nudged syscall will have lasted a tick (or `u64::MAX`).
     due: u64,
 }
@@ -368,6 +371,7 @@ impl Sysmon {
     fn new() -> Sysmon {
         Sysmon {
             ps: Vec::new(),
+            pinning: crate::sched::pinning::Watch::new(),
             due: u64::MAX,
         }
     }
@@ -499,6 +503,9 @@ impl Sysmon {
         s.sysmon.rounds.fetch_add(1, Ordering::Relaxed);
         // Go's order: the network first (poll if nobody has for 10 ms), then retake.
         let polled = crate::netpoll::sysmon_poll(s, now) > 0;
+        if s.pin_adaptive {
+            self.pinning.look(s, now);
+        }
         self.retake(s, now) || polled
     }
 
