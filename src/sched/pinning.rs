@@ -49,7 +49,7 @@ pub(crate) const SAMPLE_NS: u64 = 50_000_000;
 pub(crate) const RELAX_ABOVE: f64 = 0.10;
 /// Calm below this share.
 pub(crate) const CALM_BELOW: f64 = 0.03;
-/// Calm this long before pinning again (first time, and after a quiet spell).
+/// Calm this long before pinning again (after a relax that is no relapse).
 pub(crate) const CALM_MIN_NS: u64 = 1_000_000_000;
 /// The longest calm period a run of relapses can require.
 pub(crate) const CALM_MAX_NS: u64 = 16_000_000_000;
