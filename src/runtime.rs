@@ -123,7 +123,7 @@ impl RuntimeBuilder {
     ///
     /// Pinning is relaxed while other processes compete for those CPUs (the running Ms wait
     /// in the kernel's run queue more than 10 % of the time), and restored once they have
-    /// been calm for a second; see [`RuntimeBuilder::pin_strict`] and `Stats::pin_relaxed`.
+    /// been calm for a second; see [`RuntimeBuilder::pin_strict`] and `Stats::pinning`.
     pub fn pin_threads(mut self, pin: bool) -> Self {
         self.pin = Some(pin);
         self

@@ -94,30 +94,39 @@ fn echo_many(procs: usize) {
     });
 }
 
+/// A connection on 127.0.0.1: its writing end, and one goroutine per buffer size reading the
+/// other end through a shared `&TcpStream` until end-of-file, adding what it reads to the
+/// returned count (Release).
+fn shared_readers(sizes: &[usize]) -> (TcpStream, Vec<gort::JoinHandle<()>>, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let r = Arc::new(l.accept().unwrap().0);
+    let total = Arc::new(AtomicUsize::new(0));
+    let readers = sizes
+        .iter()
+        .map(|&size| {
+            let (r, total) = (r.clone(), total.clone());
+            gort::go(move || {
+                let mut b = vec![0u8; size];
+                loop {
+                    match (&*r).read(&mut b) {
+                        Ok(0) => return,
+                        Ok(n) => total.fetch_add(n, Ordering::Release),
+                        Err(e) => panic!("{e}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    (w, readers, total)
+}
+
 /// Two goroutines read one `&TcpStream` at once (the per-direction wait lock): every byte is
 /// received exactly once.
 fn concurrent_readers(procs: usize) {
     let rt = runtime(procs);
     rt.block_on(|| {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let r = Arc::new(l.accept().unwrap().0);
-        let total = Arc::new(AtomicUsize::new(0));
-        let readers: Vec<_> = (0..2)
-            .map(|_| {
-                let (r, total) = (r.clone(), total.clone());
-                gort::go(move || {
-                    let mut b = [0u8; 7];
-                    loop {
-                        match (&*r).read(&mut b) {
-                            Ok(0) => return,
-                            Ok(n) => total.fetch_add(n, Ordering::Relaxed),
-                            Err(e) => panic!("{e}"),
-                        };
-                    }
-                })
-            })
-            .collect();
+        let (mut w, readers, total) = shared_readers(&[7, 7]);
         for i in 0..1000u32 {
             w.write_all(&[i as u8]).unwrap();
             if i % 100 == 0 {
@@ -128,39 +137,20 @@ fn concurrent_readers(procs: usize) {
         for h in readers {
             h.join().unwrap();
         }
-        assert_eq!(total.load(Ordering::Relaxed), 1000);
+        assert_eq!(total.load(Ordering::Acquire), 1000);
     });
 }
 
 /// Two goroutines read one `&TcpStream` with different buffer sizes (so reads are sometimes
-/// full, sometimes short: the drained hint is set and cleared under them), and the writer
-/// sends its next chunk only once every byte of the last one has arrived. A reader that waits
-/// for an edge while data sits in the socket (a wrongly kept hint) stalls the conversation:
-/// no more data would come to wake it.
+/// full, sometimes short: the drained hint is set under them), and the writer sends its next
+/// chunk only once every byte of the last one has arrived. A reader that waits for an edge
+/// while data sits in the socket (a wrongly trusted hint, a missed edge) stalls the
+/// conversation: no more data would come to wake it.
 fn concurrent_readers_conversation(procs: usize) {
     let rt = runtime(procs);
     rt.block_on(|| {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut w, readers, total) = shared_readers(&[3, 64]);
         w.set_nodelay(true).unwrap();
-        let r = Arc::new(l.accept().unwrap().0);
-        let total = Arc::new(AtomicUsize::new(0));
-        let readers: Vec<_> = [3usize, 64]
-            .into_iter()
-            .map(|size| {
-                let (r, total) = (r.clone(), total.clone());
-                gort::go(move || {
-                    let mut b = vec![0u8; size];
-                    loop {
-                        match (&*r).read(&mut b) {
-                            Ok(0) => return,
-                            Ok(n) => total.fetch_add(n, Ordering::Release),
-                            Err(e) => panic!("{e}"),
-                        };
-                    }
-                })
-            })
-            .collect();
         let mut sent = 0;
         let mut x = 12345u32;
         for round in 0..400 {

@@ -40,7 +40,7 @@
 //! That is not enough on its own: a party whose call found nothing (`EAGAIN`) may reach the
 //! mutex only after the other party took the next edge *and* left — having read the end of
 //! the stream, say, which is reported once — and then wait forever (a loom model of two
-//! readers found it: `netpoll/loom_models.rs`, `drained`). So each direction also counts its
+//! readers found it: `netpoll/loom_models.rs`, `two_readers`). So each direction also counts its
 //! edges (`PollDesc::edges`, bumped by the poller before it touches the slot): a party loads
 //! the count before its call and, once it holds the mutex, retries the call instead of
 //! waiting if the count moved. An edge after that finds it in the slot, or leaves `READY`.
@@ -321,20 +321,8 @@ impl Registration {
     /// Run `f` (a non-blocking system call) until it does not report `WouldBlock`, waiting
     /// for readiness of `dir` in between. EINTR (`Interrupted`) is retried. Times out per the
     /// module docs with `ErrorKind::TimedOut`.
-    pub(crate) fn io<T>(&self, dir: Dir, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-        let mut call_deadline = None;
-        loop {
-            let seen = self.pd.edges(dir);
-            match f() {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-            let to = self.timeout_word(dir).load(Ordering::Relaxed);
-            let from_timeout =
-                *call_deadline.get_or_insert_with(|| crate::time::nanotime().saturating_add(to));
-            self.wait(dir, from_timeout, seen)?;
-        }
+    pub(crate) fn io<T>(&self, dir: Dir, f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        self.io_loop(dir, None, f, |_, _| {})
     }
 
     /// A TCP read of `len` bytes (`None`: a peek) by `f`, as [`Registration::io`] but using
@@ -342,48 +330,63 @@ impl Registration {
     pub(crate) fn read_tcp(
         &self,
         len: Option<usize>,
-        mut f: impl FnMut() -> io::Result<usize>,
+        f: impl FnMut() -> io::Result<usize>,
     ) -> io::Result<usize> {
-        let mut call_deadline = None;
-        let mut seen = self.pd.edges(Dir::Read);
+        let seen = self.pd.edges(Dir::Read);
         // Relaxed: validated against the count (module docs).
-        let mut wait_first = self.drained.load(Ordering::Relaxed) == seen + 1 && len != Some(0);
+        let drained = self.drained.load(Ordering::Relaxed) == seen + 1 && len != Some(0);
+        self.io_loop(Dir::Read, drained.then_some(seen), f, |&n, seen| {
+            // Relaxed: the mark is published with the edge that a party which loaded the
+            // count after it acquired; an edge not yet counted is still to come (module docs).
+            if n > 0 && len.is_some_and(|l| n < l) && !self.pd.no_hint.load(Ordering::Relaxed) {
+                // Relaxed: a hint validated against the count.
+                self.drained.store(seen + 1, Ordering::Relaxed);
+            }
+        })
+    }
+
+    /// The loop of [`Registration::io`] and [`Registration::read_tcp`]. `wait_first`: wait for
+    /// an edge before the first call, the edge count having been `Some(count)` before it.
+    /// `done(value, seen)` sees the successful result, with the count loaded before its call.
+    fn io_loop<T>(
+        &self,
+        dir: Dir,
+        wait_first: Option<u64>,
+        mut f: impl FnMut() -> io::Result<T>,
+        done: impl FnOnce(&T, u64),
+    ) -> io::Result<T> {
+        let mut call_deadline = None;
+        let mut seen = wait_first.unwrap_or(0);
+        let mut first_wait = wait_first.is_some();
         // A deadline that passed while waiting first: reported only if the call would block.
         let mut expired = None;
         loop {
-            if !wait_first {
-                let r = f();
-                match &r {
+            if !first_wait {
+                seen = self.pd.edges(dir);
+                match f() {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Ok(n) if *n > 0 && len.is_some_and(|l| *n < l) => {
-                        // Relaxed: the mark is published with the edge that a party which
-                        // loaded the count after it acquired; an edge not yet counted is
-                        // still to come (module docs).
-                        if !self.pd.no_hint.load(Ordering::Relaxed) {
-                            // Relaxed: a hint validated against the count.
-                            self.drained.store(seen + 1, Ordering::Relaxed);
-                        }
-                        return r;
+                    Ok(v) => {
+                        done(&v, seen);
+                        return Ok(v);
                     }
-                    _ => return r,
+                    Err(e) => return Err(e),
                 }
                 if let Some(e) = expired.take() {
                     return Err(e);
                 }
             }
-            let to = self.rto.load(Ordering::Relaxed);
+            let to = self.timeout_word(dir).load(Ordering::Relaxed);
             let from_timeout =
                 *call_deadline.get_or_insert_with(|| crate::time::nanotime().saturating_add(to));
-            match self.wait(Dir::Read, from_timeout, seen) {
+            match self.wait(dir, from_timeout, seen) {
                 Ok(()) => {}
-                // Data may be there with its edge not yet harvested: as `io`, report the
-                // deadline only when the call itself would block.
-                Err(e) if wait_first && e.kind() == io::ErrorKind::TimedOut => expired = Some(e),
+                // Data may be there with its edge not yet harvested: report the deadline only
+                // when the call itself would block.
+                Err(e) if first_wait && e.kind() == io::ErrorKind::TimedOut => expired = Some(e),
                 Err(e) => return Err(e),
             }
-            wait_first = false;
-            seen = self.pd.edges(Dir::Read);
+            first_wait = false;
         }
     }
 

@@ -65,10 +65,7 @@ pub(crate) fn acquirep(m: &M, p: *mut P) {
     m.pword.set(w);
     m.p.set(p);
     crate::preempt::p_busy(&m.sched);
-    // Not while pinning is relaxed (`pinning.rs`): this M then follows the kernel's placement.
-    if m.sched.pin && !m.pin_relaxed.get() {
-        m.pin(pr.cpu);
-    }
+    m.pin_for_p(pr.cpu);
 }
 
 /// Detach `m` from its P and return it (status still Running: the caller idles or hands it).

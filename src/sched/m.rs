@@ -280,6 +280,14 @@ impl M {
         self.pinned_shared.store(cpu, Ordering::Relaxed);
     }
 
+    /// Pin this thread to `cpu`, the CPU of the P it has just taken, unless pinning is off or
+    /// relaxed (`pinning.rs`: the M then follows the kernel's placement). Own thread only.
+    pub(crate) fn pin_for_p(&self, cpu: i32) {
+        if self.sched.pin && !self.pin_relaxed.get() {
+            self.pin(cpu);
+        }
+    }
+
     /// Allow this thread on every CPU of the process again (`pinning::follow`). Own thread.
     pub(crate) fn unpin(&self) {
         set_affinity(0, &self.sched.cpus);

@@ -41,7 +41,6 @@ use crate::sched::Sched;
 use crate::sched::m::M;
 use crate::sched::p::{PStatus, word_state};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 /// How often sysmon samples (ns).
 pub(crate) const SAMPLE_NS: u64 = 50_000_000;
@@ -106,7 +105,7 @@ fn apply(m: &M, relaxed: bool) {
         let p = m.p.get();
         if !p.is_null() {
             // SAFETY: we hold `p`.
-            m.pin(unsafe { (*p).cpu });
+            m.pin_for_p(unsafe { (*p).cpu });
         }
     }
 }
@@ -181,10 +180,7 @@ struct Thread {
 impl Thread {
     /// The second field of `schedstat`: time spent runnable, not running (ns).
     fn read_delay(&self) -> Option<u64> {
-        let mut buf = [0u8; 96];
-        let n = self.file.read_at(&mut buf, 0).ok()?;
-        let field = buf[..n].split(|&b| b == b' ').nth(1)?;
-        std::str::from_utf8(field).ok()?.trim().parse().ok()
+        crate::sched::sysmon::schedstat_field(&self.file, 1)
     }
 }
 

@@ -550,9 +550,6 @@ pub(crate) fn stoplockedm(m: &M) -> bool {
     pr.m.store(m as *const M as *mut M, Ordering::Relaxed);
     m.pword.set(pr.word());
     m.p.set(p);
-    // As `acquirep`: not while pinning is relaxed (`pinning.rs`).
-    if m.sched.pin && !m.pin_relaxed.get() {
-        m.pin(pr.cpu);
-    }
+    m.pin_for_p(pr.cpu);
     true
 }

@@ -352,10 +352,17 @@ impl ThreadWatch {
         if buf[..n].first().is_none_or(|b| !b.is_ascii_digit()) {
             return None;
         }
-        let n = self.schedstat.read_at(&mut buf, 0).ok()?;
-        let first = buf[..n].split(|&b| b == b' ').next()?;
-        std::str::from_utf8(first).ok()?.trim().parse().ok()
+        schedstat_field(&self.schedstat, 0)
     }
+}
+
+/// Field `k` of an open `/proc/.../schedstat` (0: time on a CPU, 1: time runnable but
+/// waiting for one, in ns), read afresh with one `pread`.
+pub(crate) fn schedstat_field(file: &File, k: usize) -> Option<u64> {
+    let mut buf = [0u8; 96];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    let field = buf[..n].split(|&b| b == b' ').nth(k)?;
+    std::str::from_utf8(field).ok()?.trim().parse().ok()
 }
 
 /// sysmon's own state (its thread only).
