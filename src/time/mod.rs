@@ -67,10 +67,14 @@
 //!
 //! # Clock
 //! Deadlines are `u64` nanoseconds of `CLOCK_MONOTONIC` (`nanotime`), the clock of
-//! `std::time::Instant` on Linux and of the futex's absolute timeouts. `Instant`s convert
-//! through one epoch pair taken at first use, `Instant` first: the conversion errs late by the
-//! few nanoseconds between the two reads, never early, so no sleeper wakes before its
-//! deadline.
+//! `std::time::Instant` on Linux and of the futex's absolute timeouts. `Instant` is opaque, so
+//! the two convert through an epoch taken at first use: an `Instant` read between two
+//! `nanotime` reads, the tightest of a few tries. Each direction uses the bound that makes it
+//! err late, never early: an `Instant` deadline becomes nanoseconds from the later read (no
+//! sleeper wakes before its deadline), a nanosecond reading becomes an `Instant` from the
+//! earlier one (no tick or timer reports a time before it fired). The error is the gap between
+//! the reads, tens of nanoseconds natively; under emulation or preemption it can be
+//! microseconds, hence the tries.
 //!
 //! # Internal hooks (for channels, select and deadlines)
 //! * `heap::TimerNode` + `arm`/`disarm`/`cancel_sync` — the raw mechanism.
@@ -125,43 +129,65 @@ pub(crate) fn deadline_after(d: Duration) -> u64 {
     nanotime().saturating_add(duration_ns(d)).min(NO_TIMER - 1)
 }
 
+/// An `Instant` and the [`nanotime`] readings taken just before and just after it.
 struct Epoch {
     instant: Instant,
-    nanos: u64,
+    before: u64,
+    after: u64,
+}
+
+impl Epoch {
+    fn sample() -> Epoch {
+        let before = nanotime();
+        let instant = Instant::now();
+        Epoch {
+            instant,
+            before,
+            after: nanotime(),
+        }
+    }
+
+    /// `i` in nanoseconds, counted from the later bound: never earlier than the true reading.
+    fn to_nanos(&self, i: Instant) -> u64 {
+        match i.checked_duration_since(self.instant) {
+            Some(d) => self.after.saturating_add(duration_ns(d)).min(NO_TIMER - 1),
+            None => self.after.saturating_sub(duration_ns(self.instant - i)),
+        }
+    }
+
+    /// `n` as an `Instant`, counted from the earlier bound: never earlier than the true
+    /// reading.
+    fn to_instant(&self, n: u64) -> Instant {
+        if n >= self.before {
+            self.instant + Duration::from_nanos(n - self.before)
+        } else {
+            self.instant
+                .checked_sub(Duration::from_nanos(self.before - n))
+                .unwrap_or(self.instant)
+        }
+    }
 }
 
 fn epoch() -> &'static Epoch {
     static EPOCH: OnceLock<Epoch> = OnceLock::new();
+    // The tightest bracket of a few: one try can be stretched by a preemption or, under
+    // emulation, by a slow clock read.
     EPOCH.get_or_init(|| {
-        // `Instant` first: `nanos` is then at or after the instant's true reading, so
-        // converted deadlines err late, never early.
-        let instant = Instant::now();
-        Epoch {
-            instant,
-            nanos: nanotime(),
-        }
+        (0..8)
+            .map(|_| Epoch::sample())
+            .min_by_key(|e| e.after - e.before)
+            .expect("eight samples")
     })
 }
 
-/// An `Instant` on [`nanotime`]'s clock (never earlier than the true reading).
+/// An `Instant` on [`nanotime`]'s clock, never earlier than the true reading.
 pub(crate) fn instant_to_nanos(i: Instant) -> u64 {
-    let e = epoch();
-    match i.checked_duration_since(e.instant) {
-        Some(d) => e.nanos.saturating_add(duration_ns(d)).min(NO_TIMER - 1),
-        None => e.nanos.saturating_sub(duration_ns(e.instant - i)),
-    }
+    epoch().to_nanos(i)
 }
 
-/// A [`nanotime`] reading as an `Instant`.
+/// A [`nanotime`] reading as an `Instant`, never earlier than the true reading.
 pub(crate) fn nanos_to_instant(n: u64) -> Instant {
-    let e = epoch();
-    if n >= e.nanos {
-        e.instant + Duration::from_nanos(n - e.nanos)
-    } else {
-        e.instant
-            .checked_sub(Duration::from_nanos(e.nanos - n))
-            .unwrap_or(e.instant)
-    }
+    epoch().to_instant(n)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1122,14 +1148,31 @@ mod tests {
         assert!(dropped.load(Ordering::Relaxed));
     }
 
+    /// Both directions err late: an `Instant` converts to no less than a `nanotime` read before
+    /// it, a `nanotime` reading to no less than an `Instant` read before it — with the epoch in
+    /// use, and with one whose bracket was stretched (as a preemption between its reads would).
     #[test]
     fn instant_conversion_never_early() {
-        for _ in 0..1000 {
-            let i = Instant::now();
-            let n = instant_to_nanos(i);
-            assert!(n >= nanotime().min(n), "sanity");
-            let back = nanos_to_instant(n);
-            assert!(back >= i - Duration::from_micros(1));
+        let stretched = {
+            let before = nanotime();
+            std::thread::sleep(Duration::from_millis(5));
+            let instant = Instant::now();
+            std::thread::sleep(Duration::from_millis(5));
+            Epoch {
+                instant,
+                before,
+                after: nanotime(),
+            }
+        };
+        for e in [epoch(), &stretched] {
+            for _ in 0..10_000 {
+                let t0 = nanotime();
+                let i = Instant::now();
+                assert!(e.to_nanos(i) >= t0, "instant converted early");
+                assert!(e.to_instant(e.to_nanos(i)) >= i, "round trip early");
+                let t1 = nanotime();
+                assert!(e.to_instant(t1) >= i, "reading converted early");
+            }
         }
         let past = Instant::now() - Duration::from_secs(1);
         assert!(instant_to_nanos(past) < nanotime());
