@@ -556,6 +556,8 @@ fn udp_send_recv_timeout() {
             b.set_read_timeout(Some(d)).unwrap();
             let t = Instant::now();
             assert_timed_out(b.recv_from(&mut [0u8; 16]), t, d);
+            // The echo below must not race the 30 ms timeout on a loaded machine.
+            b.set_read_timeout(None).unwrap();
             let h = gort::go(move || {
                 let mut buf = [0u8; 16];
                 let (n, from) = b.recv_from(&mut buf).unwrap();
@@ -920,6 +922,8 @@ fn server10k_child() {
         );
     }
     let procs = 2;
+    // The harness's own threads are not the runtime's: count from here.
+    let before = threads_now();
     let rt = runtime(procs);
     let live = Arc::new(AtomicUsize::new(0));
     let max = Arc::new(AtomicUsize::new(0));
@@ -953,15 +957,17 @@ fn server10k_child() {
         }
         wg.wait();
     });
-    let threads = max_threads.load(Ordering::Relaxed);
+    // Ms (with sysmon). Past GOMAXPROCS: the poller's and the timers' watchers, and, on a
+    // loaded machine, Ms holding goroutines preempted by thread handoff.
+    let threads = max_threads.load(Ordering::Relaxed) - before;
     let st = rt.stats();
     println!(
-        "server: max_concurrent={} threads(max seen)={threads} procs={procs}\n{st}",
+        "server: max_concurrent={} runtime threads(max seen)={threads} procs={procs}\n{st}",
         max.load(Ordering::Relaxed)
     );
     assert!(
         threads <= procs + 8,
-        "{threads} threads at GOMAXPROCS={procs} (expected about GOMAXPROCS + a few)"
+        "{threads} runtime threads at GOMAXPROCS={procs} (expected about GOMAXPROCS + a few)"
     );
     restore_nofile(saved);
 }

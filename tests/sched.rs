@@ -75,6 +75,17 @@ fn runtime(procs: usize) -> Runtime {
         .expect("building a runtime")
 }
 
+/// A runtime without asynchronous preemption, for tests that count goroutines inside a section:
+/// a goroutine preempted inside (its thread descheduled past the quantum on a loaded machine
+/// is enough) rightly lets another run while it is still counted.
+fn runtime_cooperative(procs: usize) -> Runtime {
+    Runtime::builder()
+        .procs(procs)
+        .preempt(gort::Preempt::Off)
+        .build()
+        .expect("building a runtime")
+}
+
 /// On a plain thread: waits (sleeping) until `cond` holds; fails after [`HANG_GUARD`].
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -270,9 +281,10 @@ fn busy_round(rt: &Runtime, observed: &Arc<Observed>) {
 /// stolen; with more Ps, work spawned on one P is stolen by idle ones and runs in parallel on
 /// several threads. Parallelism depends on the OS scheduler (the machine may be loaded), so
 /// the workload is repeated until it is seen (at most 50 rounds); only "never" fails.
+/// Asynchronous preemption is off (see [`runtime_cooperative`]).
 fn running_goroutines_never_exceed_procs_and_idle_ps_steal(procs: usize) {
     const MAX_ROUNDS: usize = 50;
-    let rt = runtime(procs);
+    let rt = runtime_cooperative(procs);
     let observed = Arc::new(Observed::default());
     let mut rounds = 0;
     loop {
@@ -313,20 +325,15 @@ fn running_goroutines_never_exceed_procs_and_idle_ps_steal(procs: usize) {
 
 /// Two kinds of goroutine take turns at GOMAXPROCS=1, with more arriving from a plain thread
 /// (through the global queue): an "inside" flag set around each goroutine's work and around
-/// its yields is never found set by another goroutine. Asynchronous preemption is off: a
-/// goroutine preempted inside (its thread descheduled past the quantum on a loaded machine is
-/// enough) would rightly let another one in while its flag is still set.
+/// its yields is never found set by another goroutine (asynchronous preemption off: see
+/// [`runtime_cooperative`]).
 #[test]
 fn one_proc_never_runs_two_goroutines_at_once() {
     guarded(|| {
         const GOROUTINES: usize = 2_000;
         const FROM_THREAD: usize = 500;
         const ROUNDS: usize = 20;
-        let rt = Runtime::builder()
-            .procs(1)
-            .preempt(gort::Preempt::Off)
-            .build()
-            .expect("building a runtime");
+        let rt = runtime_cooperative(1);
         let inside = Arc::new(AtomicBool::new(false));
         let overlaps = Arc::new(AtomicUsize::new(0));
         let finished = Arc::new(AtomicUsize::new(0));
