@@ -70,7 +70,10 @@ impl<T> Packet<T> {
         // AcqRel: release publishes `result`; acquire pairs with the joiner's CAS that
         // published `waiter`.
         let prev = self.state.fetch_or(bit, Ordering::AcqRel);
-        if prev & JOIN_WAITING != 0 {
+        // Only the first finish notifies. A goroutine preempted after `run` published DONE
+        // but before it exited is still Runnable at shutdown, which abandons it: by then its
+        // joiner was notified and has returned, and `waiter` points into a dead frame.
+        if prev & (DONE | ABANDONED) == 0 && prev & JOIN_WAITING != 0 {
             // SAFETY: JOIN_WAITING was set, so the joiner stored a live Waiter (it stays
             // blocked, keeping it alive, until this notification).
             unsafe { Waiter::notify(*self.waiter.get()) };
@@ -210,5 +213,27 @@ impl<T> std::fmt::Debug for JoinHandle<T> {
             .field("id", &self.id)
             .field("finished", &self.is_finished())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A goroutine preempted between `run`'s `finish(DONE)` and its exit is still Runnable when
+    /// shutdown abandons it: the second finish must not notify the (long gone) joiner again.
+    #[test]
+    fn abandon_after_done_does_not_notify_the_joiner_again() {
+        let p = Packet::<u32>::new();
+        // The joiner (a plain thread here) has published its waiter.
+        let w = Waiter::new();
+        // SAFETY: no other party yet.
+        unsafe { *p.waiter.get() = &w };
+        p.state.store(JOIN_WAITING, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { *p.result.get() = Some(Ok(7)) };
+        p.finish(DONE); // `run`: notifies the joiner
+        p.finish(ABANDONED); // shutdown's `abandon`: was "a Waiter was notified twice"
+        assert!(matches!(p.join(), Ok(7)));
     }
 }
