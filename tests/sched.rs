@@ -1003,6 +1003,64 @@ fn abandon_cycle_child() {
     rt.shutdown();
 }
 
+/// Shutdown right after `block_on`, with 100 µs quanta and busy goroutines on every P, 300
+/// times (60 under qemu-user): the root goroutine is now and then preempted after it published its result (and
+/// woke the joiner) but before it exited, and shutdown finds it Runnable and abandons it.
+/// The abandon must not notify the joiner a second time (its Waiter is gone: "a Waiter was
+/// notified twice", or a wake-up of garbage). Stress only (natively ~1 runtime in 10,000 hit
+/// the window); `task::tests::abandon_after_done_does_not_notify_the_joiner_again` checks the
+/// rule exactly. In a child process, so that an abort fails only this test.
+#[test]
+fn shutdown_right_after_a_preempted_root_goroutine_finished() {
+    let output = run_child("finished_then_abandoned", &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("finished_then_abandoned ok"),
+        "{}",
+        describe(&output)
+    );
+}
+
+fn finished_then_abandoned_child() {
+    /// Busy for about `d`, mostly in our own code (preemption is refused in the vDSO).
+    fn spin(d: Duration) {
+        let t = Instant::now();
+        while t.elapsed() < d {
+            black_box(busy(200));
+        }
+    }
+    let runs = if common::emulator().is_some() {
+        60
+    } else {
+        300
+    };
+    for i in 0..runs {
+        let rt = Runtime::builder()
+            .procs(1 + i as usize % 2)
+            .preempt_quantum(Duration::from_micros(100))
+            .build()
+            .expect("building a runtime");
+        // The M that preempts the finished root runs these first, so shutdown begins before
+        // it comes back to the root.
+        for _ in 0..3 {
+            drop(rt.spawn(|| {
+                loop {
+                    spin(Duration::from_micros(20));
+                    gort::yield_now();
+                }
+            }));
+        }
+        let us = 100 + (i * 37) % 400;
+        rt.block_on(move || {
+            gort::go(move || spin(Duration::from_micros(us)))
+                .join()
+                .unwrap();
+            spin(Duration::from_micros(us));
+        });
+        rt.shutdown();
+    }
+}
+
 /// A goroutine of a runtime that was shut down was parked joining a goroutine of another
 /// runtime; when that one finishes, the wake-up of the abandoned joiner must be discarded
 /// (its runtime is gone). Runs in a child process, so that an abort fails only this test.
@@ -1211,6 +1269,7 @@ fn child() {
         "stacks" => stacks_child(),
         "abandon_cycle" => abandon_cycle_child(),
         "wake_abandoned" => wake_abandoned_child(),
+        "finished_then_abandoned" => finished_then_abandoned_child(),
         other => panic!("unknown child role {other}"),
     }
     println!("{role} ok");
