@@ -24,7 +24,6 @@ use std::any::Any;
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::panic::{self, AssertUnwindSafe};
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
@@ -974,13 +973,7 @@ fn drop_without_shutdown_abandons_unfinished_goroutines(procs: usize) {
 /// so that an abort fails only this test.
 #[test]
 fn abandoning_a_joined_goroutine_discards_the_wake_up_of_its_abandoned_joiner() {
-    let output = run_child("abandon_cycle", &[]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("abandon_cycle ok"),
-        "{}",
-        describe(&output)
-    );
+    child_ok("abandon_cycle", &[]);
 }
 
 fn abandon_cycle_child() {
@@ -1012,13 +1005,7 @@ fn abandon_cycle_child() {
 /// rule exactly. In a child process, so that an abort fails only this test.
 #[test]
 fn shutdown_right_after_a_preempted_root_goroutine_finished() {
-    let output = run_child("finished_then_abandoned", &[]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("finished_then_abandoned ok"),
-        "{}",
-        describe(&output)
-    );
+    child_ok("finished_then_abandoned", &[]);
 }
 
 fn finished_then_abandoned_child() {
@@ -1066,13 +1053,7 @@ fn finished_then_abandoned_child() {
 /// (its runtime is gone). Runs in a child process, so that an abort fails only this test.
 #[test]
 fn finishing_a_goroutine_joined_from_a_shut_down_runtime_discards_the_wake_up() {
-    let output = run_child("wake_abandoned", &[]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("wake_abandoned ok"),
-        "{}",
-        describe(&output)
-    );
+    child_ok("wake_abandoned", &[]);
 }
 
 fn wake_abandoned_child() {
@@ -1100,13 +1081,7 @@ fn wake_abandoned_child() {
 #[test]
 fn stacks_are_unmapped_across_runtime_lifetimes() {
     for procs in [1, 2, 8] {
-        let output = run_child("stacks", &[("GORT_SCHED_IT_PROCS", &procs.to_string())]);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && stdout.contains("stacks ok"),
-            "{}",
-            describe(&output)
-        );
+        let stdout = child_ok("stacks", &[("GORT_SCHED_IT_PROCS", &procs.to_string())]);
         for line in stdout.lines().filter_map(|l| l.split_once("stacks mapped")) {
             eprintln!("GOMAXPROCS={procs}: stacks mapped{}", line.1);
         }
@@ -1251,10 +1226,17 @@ fn stress_mixed_spawn_yield_join() {
 
 const CHILD_ENV: &str = "GORT_SCHED_IT_CHILD";
 
-/// Runs the `child` test of this binary in a new process with `role`, bounded by the hang
-/// guard.
-fn run_child(role: &str, env: &[(&str, &str)]) -> Output {
-    common::run_child_test(CHILD_ENV, role, env, &[], HANG_GUARD)
+/// Runs the `child` test of this binary in a new process with `role` (bounded by the hang
+/// guard), asserts it exited successfully and said "`role` ok"; returns its stdout.
+fn child_ok(role: &str, env: &[(&str, &str)]) -> String {
+    let output = common::run_child_test(CHILD_ENV, role, env, &[], HANG_GUARD);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && stdout.contains(&format!("{role} ok")),
+        "{}",
+        describe(&output)
+    );
+    stdout
 }
 
 use common::describe;
