@@ -679,7 +679,32 @@ struct TickerState {
     /// A tick nobody was waiting for (Go's one-slot channel buffer); later ticks are dropped
     /// while it is unread.
     pending: Option<u64>,
+    /// The fire time of the newest tick handed out or kept (0: none yet).
+    newest: u64,
     waiters: VecDeque<*const Slot<Option<u64>>>,
+}
+
+impl TickerState {
+    /// A tick fired at `now`: to the first waiter (the wake-up returned), else kept if the
+    /// slot is free. A tick no newer than one already handed out is dropped: two Ms can run
+    /// the node's consecutive periods (the heap re-arms it before calling back, unlocked),
+    /// and the later one's callback can come first; ticks stay in order.
+    fn fired(&mut self, now: u64) -> Option<Wakeup> {
+        if now <= self.newest {
+            return None;
+        }
+        self.newest = now;
+        match self.waiters.pop_front() {
+            // SAFETY: queued under the ticker's lock (held by our caller), not yet answered.
+            Some(s) => Some(unsafe { answer(s, Some(now)) }),
+            None => {
+                if self.pending.is_none() {
+                    self.pending = Some(now);
+                }
+                None
+            }
+        }
+    }
 }
 
 // SAFETY: as for TimerState.
@@ -737,6 +762,7 @@ impl Ticker {
                 seq: 0,
                 period: p,
                 pending: None,
+                newest: 0,
                 waiters: VecDeque::new(),
             }),
         });
@@ -818,16 +844,7 @@ unsafe fn ticker_fired(arg: usize, seq: u64, now: u64, done: Running) {
     if st.stopped || st.seq != seq {
         return;
     }
-    let wake = match st.waiters.pop_front() {
-        // SAFETY: queued under this lock, not yet answered.
-        Some(s) => Some(unsafe { answer(s, Some(now)) }),
-        None => {
-            if st.pending.is_none() {
-                st.pending = Some(now);
-            }
-            None
-        }
-    };
+    let wake = st.fired(now);
     drop(st);
     drop(done);
     if let Some(w) = wake {
@@ -1146,6 +1163,32 @@ mod tests {
         });
         r.shutdown();
         assert!(dropped.load(Ordering::Relaxed));
+    }
+
+    /// Two Ms ran consecutive periods of one ticker and the later callback came first: the
+    /// earlier tick is dropped, not handed out after the later one (the aarch64/qemu CI run
+    /// that failed `ticker_on_plain_thread` with "ticks in order").
+    #[test]
+    fn ticker_drops_a_tick_older_than_one_handed_out() {
+        let mut st = TickerState {
+            stopped: false,
+            seq: 0,
+            period: 100,
+            pending: None,
+            newest: 0,
+            waiters: VecDeque::new(),
+        };
+        assert!(st.fired(300).is_none());
+        assert_eq!(st.pending.take(), Some(300), "kept for the next tick()");
+        assert!(st.fired(200).is_none());
+        assert_eq!(st.pending, None, "the older period's tick is dropped");
+        assert!(st.fired(400).is_none());
+        assert!(st.fired(500).is_none());
+        assert_eq!(
+            st.pending,
+            Some(400),
+            "later ticks are dropped while one is unread"
+        );
     }
 
     /// Both directions err late: an `Instant` converts to no less than a `nanotime` read before
