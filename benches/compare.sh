@@ -71,21 +71,9 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # ---------------------------------------------------------------------------- set-up
 
-if [ ! -x "$GO_ANCHOR" ]; then
-    echo "== installing Go and building the anchor -> $GO_ANCHOR"
-    GO=$(timeout 900 bash "$SHARED/go-anchor/install.sh" | sed -n 's/^GO=//p' | tail -n1)
-    [ -n "$GO" ] || die "the anchor's install.sh gave no GO=<path>"
-    (cd "$SHARED/go-anchor/src" &&
-        GOTOOLCHAIN=local GOPROXY=off GOSUMDB=off GOFLAGS=-mod=mod \
-            timeout 600 "$GO" build -o "$GO_ANCHOR" .) || die "building the Go anchor failed"
-fi
-
-if [ ! -x "$P/may_bench" ] || [ ! -x "$P/tokio_bench" ] || [ ! -x "$P/threads_bench" ]; then
-    echo "== building the Rust peers in $PEERS_SRC (target $PEERS_TARGET)"
-    [ -d "$PEERS_SRC" ] || cp -r "$SHARED/rust-peers" "$PEERS_SRC" || die "cannot copy the peers"
-    (cd "$PEERS_SRC" && CARGO_TARGET_DIR="$PEERS_TARGET" timeout 1800 cargo build --release \
-        --bin may_bench --bin tokio_bench --bin threads_bench) || die "building the peers failed"
-fi
+. "$ROOT/benches/peers.sh"
+need_go_anchor
+need_peers may_bench tokio_bench threads_bench
 
 echo "== building gort's examples/bench (release, target $GORT_TARGET)"
 (cd "$ROOT" && CARGO_TARGET_DIR="$GORT_TARGET" timeout 1800 cargo build --release --example bench \
