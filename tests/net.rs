@@ -700,15 +700,7 @@ fn std_conversions() {
 const CHILD_ENV: &str = "GORT_NET_CHILD";
 
 fn child_ok(role: &str, env: &[(&str, &str)]) -> String {
-    let out = common::run_child_test(CHILD_ENV, role, env, &[], HANG_GUARD);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains(&format!("{role} ok")),
-        "child {role}: {}",
-        common::describe(&out)
-    );
-    eprint!("{stdout}");
-    stdout
+    common::child_ok(CHILD_ENV, role, env, HANG_GUARD)
 }
 
 #[test]

@@ -1227,19 +1227,10 @@ fn stress_mixed_spawn_yield_join() {
 const CHILD_ENV: &str = "GORT_SCHED_IT_CHILD";
 
 /// Runs the `child` test of this binary in a new process with `role` (bounded by the hang
-/// guard), asserts it exited successfully and said "`role` ok"; returns its stdout.
+/// guard); see [`common::child_ok`].
 fn child_ok(role: &str, env: &[(&str, &str)]) -> String {
-    let output = common::run_child_test(CHILD_ENV, role, env, &[], HANG_GUARD);
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success() && stdout.contains(&format!("{role} ok")),
-        "{}",
-        describe(&output)
-    );
-    stdout
+    common::child_ok(CHILD_ENV, role, env, HANG_GUARD)
 }
-
-use common::describe;
 
 /// The entry point of every child process; does nothing in a normal test run.
 #[test]

@@ -30,7 +30,7 @@ fn run_child(role: &str, env: &[(&str, &str)]) -> Output {
     )
 }
 
-use common::emulator;
+use common::{describe, emulator};
 
 /// The guard modes to test: `madvise` needs Linux 6.13 natively (qemu-user ignores the
 /// advice, and gort then falls back to `mprotect`).
@@ -46,15 +46,6 @@ fn guard_modes() -> Vec<&'static str> {
     } else {
         vec!["mprotect"]
     }
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn stderr(output: &Output) -> String {

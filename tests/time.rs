@@ -15,7 +15,6 @@
 #[macro_use]
 mod common;
 
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -476,21 +475,8 @@ fn timer_outlives_runtime() {
 
 const CHILD_ENV: &str = "GORT_TIME_CHILD";
 
-fn run_child(role: &str) -> Output {
-    common::run_child_test(CHILD_ENV, role, &[], &[], HANG_GUARD)
-}
-
 fn child_ok(role: &str) -> String {
-    let out = run_child(role);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains(&format!("{role} ok")),
-        "child {role}: status {:?}\n--- stdout\n{stdout}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprint!("{stdout}");
-    stdout
+    common::child_ok(CHILD_ENV, role, &[], HANG_GUARD)
 }
 
 /// An idle runtime uses no CPU: without timers (every M asleep without timeout), and with a

@@ -144,6 +144,20 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
+/// [`run_child_test`] with nothing unset; asserts the child exited successfully and printed
+/// "`role` ok", echoes its stdout (shown with the test's own output) and returns it.
+pub fn child_ok(child_env: &str, role: &str, env: &[(&str, &str)], timeout: Duration) -> String {
+    let out = run_child_test(child_env, role, env, &[], timeout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains(&format!("{role} ok")),
+        "child {role}: {}",
+        describe(&out)
+    );
+    eprint!("{stdout}");
+    stdout
+}
+
 /// Process CPU time (user + system) so far.
 pub fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes into the struct we pass.
