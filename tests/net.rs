@@ -94,13 +94,19 @@ fn echo_many(procs: usize) {
     });
 }
 
+/// A connected loopback TCP pair: (the connecting side, the accepted side).
+fn loopback_pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    (c, l.accept().unwrap().0)
+}
+
 /// A connection on 127.0.0.1: its writing end, and one goroutine per buffer size reading the
 /// other end through a shared `&TcpStream` until end-of-file, adding what it reads to the
 /// returned count (Release).
 fn shared_readers(sizes: &[usize]) -> (TcpStream, Vec<gort::JoinHandle<()>>, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let r = Arc::new(l.accept().unwrap().0);
+    let (w, r) = loopback_pair();
+    let r = Arc::new(r);
     let total = Arc::new(AtomicUsize::new(0));
     let readers = sizes
         .iter()
@@ -222,9 +228,7 @@ fn fin_with_the_last_data_ends_the_next_read() {
         let rt = runtime(1);
         rt.block_on(|| {
             for round in 0..20 {
-                let l = TcpListener::bind("127.0.0.1:0").unwrap();
-                let w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-                let mut r = l.accept().unwrap().0;
+                let (w, mut r) = loopback_pair();
                 let (done, finished) = gort::chan::bounded(1);
                 gort::go(move || {
                     let mut got = 0;
@@ -275,10 +279,8 @@ fn urgent_data_does_not_strand_a_read() {
         let rt = runtime(1);
         rt.block_on(|| {
             for round in 0..20 {
-                let l = TcpListener::bind("127.0.0.1:0").unwrap();
-                let w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                let (w, mut r) = loopback_pair();
                 w.set_nodelay(true).unwrap();
-                let mut r = l.accept().unwrap().0;
                 let (done, finished) = gort::chan::bounded(1);
                 gort::go(move || {
                     let mut got = Vec::new();
@@ -320,9 +322,7 @@ fn urgent_data_does_not_strand_a_read() {
 fn read_timeout_and_deadline() {
     guarded(|| {
         runtime(2).block_on(|| {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let mut s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            let (peer, _) = l.accept().unwrap();
+            let (mut s, peer) = loopback_pair();
             let d = Duration::from_millis(40);
             s.set_read_timeout(Some(d)).unwrap();
             assert_eq!(s.read_timeout().unwrap(), Some(d));
@@ -364,9 +364,7 @@ fn read_timeout_and_deadline() {
 fn write_timeout_fills_buffer() {
     guarded(|| {
         runtime(2).block_on(|| {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let mut s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            let (_peer, _) = l.accept().unwrap(); // never reads
+            let (mut s, _peer) = loopback_pair(); // never reads
             let d = Duration::from_millis(40);
             s.set_write_timeout(Some(d)).unwrap();
             let chunk = vec![0u8; 64 * 1024];
@@ -455,9 +453,7 @@ fn connect_refused_is_an_error() {
 fn shutdown_wakes_blocked_reader() {
     guarded(|| {
         runtime(2).block_on(|| {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            let (mut peer, _) = l.accept().unwrap();
+            let (s, mut peer) = loopback_pair();
             let s2 = s.try_clone().unwrap();
             let h = gort::go(move || {
                 let mut s2 = s2;
@@ -479,9 +475,7 @@ fn shutdown_wakes_blocked_reader() {
 fn peer_reset_is_an_error() {
     guarded(|| {
         runtime(2).block_on(|| {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let mut s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            let (peer, _) = l.accept().unwrap();
+            let (mut s, peer) = loopback_pair();
             let reader = gort::go(move || {
                 let r = s.read(&mut [0u8; 8]);
                 (r, s)
