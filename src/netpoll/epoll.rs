@@ -130,9 +130,13 @@ impl Epoll {
     /// Wait for events until `deadline` (`crate::time::nanotime`'s clock; 0: do not block;
     /// [`NO_TIMER`]: no deadline). Returns how many entries of `events` were filled. EINTR
     /// and a failed wait return 0: every caller re-checks its state and polls again.
-    pub(crate) fn wait(&self, events: &mut [libc::epoll_event], deadline: u64) -> usize {
+    pub(crate) fn wait(
+        &self,
+        events: &mut [std::mem::MaybeUninit<libc::epoll_event>],
+        deadline: u64,
+    ) -> usize {
         let max = events.len().min(i32::MAX as usize) as i32;
-        let ptr = events.as_mut_ptr();
+        let ptr = events.as_mut_ptr().cast::<libc::epoll_event>();
         let n = if deadline == 0 {
             // SAFETY: `ptr` points to `max` writable events. EINTR: returned as 0 (see above).
             unsafe { libc::epoll_wait(self.epfd, ptr, max, 0) }

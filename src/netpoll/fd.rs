@@ -377,8 +377,14 @@ impl Registration {
                 }
             }
             let to = self.timeout_word(dir).load(Ordering::Relaxed);
-            let from_timeout =
-                *call_deadline.get_or_insert_with(|| crate::time::nanotime().saturating_add(to));
+            // No timeout (the common case): no clock read.
+            let from_timeout = *call_deadline.get_or_insert_with(|| {
+                if to == NO_TIMER {
+                    NO_TIMER
+                } else {
+                    crate::time::nanotime().saturating_add(to)
+                }
+            });
             match self.wait(dir, from_timeout, seen) {
                 Ok(()) => {}
                 // Data may be there with its edge not yet harvested: report the deadline only
@@ -439,8 +445,8 @@ impl Registration {
         }
         // SeqCst: the waiter's half of the Dekker pairs with close and set_deadline.
         let deadline = call_deadline.min(pd.deadline_word(dir).load(Ordering::SeqCst));
-        let now = crate::time::nanotime();
-        if pd.closing() || deadline <= now {
+        // No deadline: no clock read (NO_TIMER is never "passed").
+        if pd.closing() || (deadline != NO_TIMER && deadline <= crate::time::nanotime()) {
             // Leave the slot ourselves, unless somebody already took us out of it.
             // SeqCst: as the registration.
             if slot
