@@ -510,7 +510,12 @@ const IDLE_WINDOW: Duration = Duration::from_millis(200);
 const IDLE_CPU_LIMIT: Duration = Duration::from_millis(20);
 
 fn idle_cpu_child() {
-    let rt = runtime(4);
+    // Preemption on whatever the environment says: its monitor is one of the threads checked.
+    let rt = Runtime::builder()
+        .procs(4)
+        .preempt(gort::Preempt::ThreadHandoff)
+        .build()
+        .unwrap();
     // Start several Ms: parallel goroutines that sleep and yield.
     rt.block_on(|| {
         let hs: Vec<_> = (0..64u64)
@@ -531,6 +536,7 @@ fn idle_cpu_child() {
     let idle = common::cpu_time() - c0;
     println!("idle runtime, no timers: {idle:?} CPU over {IDLE_WINDOW:?}");
     assert!(idle < IDLE_CPU_LIMIT, "idle runtime used {idle:?} of CPU");
+    assert_threads_asleep("no timers");
 
     let far = rt.block_on(|| Timer::new(Duration::from_secs(3600)));
     std::thread::sleep(Duration::from_millis(50));
@@ -542,8 +548,32 @@ fn idle_cpu_child() {
         idle < IDLE_CPU_LIMIT,
         "idle runtime with a timer used {idle:?} of CPU"
     );
+    assert_threads_asleep("one far timer");
     assert!(far.stop());
     rt.shutdown();
+}
+
+/// Times a runtime thread may be switched in over [`IDLE_WINDOW`] while the runtime is idle.
+/// Asleep without a timeout, it is 0; a thread polling on a timer (the preemption monitor's
+/// 1 ms check, sysmon's 10 ms back-off) would show 20 to 200 — yet cost well under
+/// [`IDLE_CPU_LIMIT`], which is why CPU time alone does not catch it.
+const IDLE_WAKEUPS: u64 = 5;
+
+/// Every runtime thread — Ms, sysmon, the preemption monitor — sleeps without a timeout
+/// (or until a far timer) once the runtime is idle.
+fn assert_threads_asleep(what: &str) {
+    let woke = common::wakeups_over("gort", IDLE_WINDOW);
+    println!("idle runtime, {what}: wake-ups over {IDLE_WINDOW:?} by thread: {woke:?}");
+    assert!(
+        woke.iter().any(|(name, _)| name == "gort-preempt"),
+        "no preemption monitor among the runtime's threads: {woke:?}"
+    );
+    for (name, n) in &woke {
+        assert!(
+            *n <= IDLE_WAKEUPS,
+            "idle runtime ({what}): thread {name} was switched in {n} times in {IDLE_WINDOW:?}"
+        );
+    }
 }
 
 /// 100,000 goroutines sleep a random 1–100 ms at procs = 1 (the figure); then 100,000 sleep

@@ -171,3 +171,53 @@ pub fn cpu_time() -> Duration {
     };
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
+
+/// Context switches (voluntary + involuntary) so far of each of this process's threads whose
+/// name starts with `prefix`, by thread id and name.
+pub fn thread_switches(prefix: &str) -> Vec<(u32, String, u64)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(tid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // A thread that exits between the listing and the read is skipped.
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        let name = field("Name:").unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let count = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        out.push((
+            tid,
+            name,
+            count("voluntary_ctxt_switches:") + count("nonvoluntary_ctxt_switches:"),
+        ));
+    }
+    out
+}
+
+/// How often each thread named `prefix*` was switched in over `window`: a thread asleep
+/// without a timeout counts 0; one polling on a 1 ms timer counts about one per millisecond.
+pub fn wakeups_over(prefix: &str, window: Duration) -> Vec<(String, u64)> {
+    let before = thread_switches(prefix);
+    std::thread::sleep(window);
+    let after = thread_switches(prefix);
+    after
+        .into_iter()
+        .map(|(tid, name, n)| {
+            let n0 = before.iter().find(|b| b.0 == tid).map_or(0, |b| b.2);
+            (name, n - n0)
+        })
+        .collect()
+}
