@@ -8,6 +8,7 @@
 #   ROUNDS=3 WHAT=echo bash benches/net.sh
 #   EXTRA="GORT_PIN=0" bash benches/net.sh     # one more gort column, with that environment
 #   THREADS=1 bash benches/net.sh       # also, per run, each thread's CPU and run-queue wait
+#   BASE=HEAD~1 bash benches/net.sh     # one more column: gort's examples built at that commit
 #
 # A developer tool, not run by CI. Set-up as compare.sh: the Go anchor and the Rust peers
 # (echoclient, tokio_bench) are built if missing; gort's examples always (release). Needs
@@ -26,6 +27,7 @@ ROUNDS=${ROUNDS:-5}
 WHAT=${WHAT:-echo http}
 EXTRA=${EXTRA:-}
 THREADS=${THREADS:-0}
+BASE=${BASE:-}
 GO_ANCHOR=${GO_ANCHOR:-/tmp/go-anchor}
 PEERS_SRC=${PEERS_SRC:-/tmp/rust-peers}
 PEERS_TARGET=${PEERS_TARGET:-/tmp/rust-peers-target}
@@ -45,6 +47,21 @@ case " $WHAT " in *" http "*) command -v wrk >/dev/null || die "HTTP needs wrk";
 
 SERVERS=(gort go tokio)
 [ -n "$EXTRA" ] && SERVERS+=(gort+)
+if [ -n "$BASE" ]; then
+    # The before of a before/after: that commit's tree (git archive: no worktree to clean up),
+    # built once into its own directory and reused while the commit is the same.
+    rev=$(git -C "$ROOT" rev-parse --verify --quiet "$BASE^{commit}") || die "BASE=$BASE is not a commit"
+    BASE_DIR=${TMPDIR:-/tmp}/gort-net-base-${rev:0:12}
+    echo "== building gort's examples at $BASE (${rev:0:12}) in $BASE_DIR"
+    if [ ! -f "$BASE_DIR/Cargo.toml" ]; then
+        mkdir -p "$BASE_DIR" && git -C "$ROOT" archive "$rev" | tar -x -C "$BASE_DIR" ||
+            die "cannot extract $BASE into $BASE_DIR"
+    fi
+    (cd "$BASE_DIR" && CARGO_TARGET_DIR="$BASE_DIR/target" timeout 1800 cargo build --release \
+        --example echo --example http 2>&1 | tail -n 1) || die "building $BASE's examples failed"
+    BEX="$BASE_DIR/target/release/examples"
+    SERVERS+=(base)
+fi
 
 # start <workload> <server>: start the server in the background; sets SP and PORT.
 start() {
@@ -52,9 +69,11 @@ start() {
     [ "$2" = gort+ ] && read -r -a env <<<"$EXTRA"
     case "$1:$2" in
     echo:gort*) timeout 60 env "${env[@]}" "$EX/echo" 127.0.0.1:7000 >/dev/null & PORT=7000 ;;
+    echo:base) timeout 60 "$BEX/echo" 127.0.0.1:7000 >/dev/null & PORT=7000 ;;
     echo:go) timeout 60 "$GO_ANCHOR" tcpecho-server -addr 127.0.0.1:7001 -life 50s >/dev/null 2>&1 & PORT=7001 ;;
     echo:tokio) timeout 60 "$P/tokio_bench" mt echo 2 50 >/dev/null 2>&1 & PORT=18080 ;;
     http:gort*) timeout 60 env "${env[@]}" "$EX/http" 127.0.0.1:8080 >/dev/null & PORT=8080 ;;
+    http:base) timeout 60 "$BEX/http" 127.0.0.1:8080 >/dev/null & PORT=8080 ;;
     http:go) timeout 60 "$GO_ANCHOR" httpserver -addr 127.0.0.1:8081 -life 50s >/dev/null 2>&1 & PORT=8081 ;;
     http:tokio) timeout 60 "$P/tokio_bench" mt http 2 50 >/dev/null 2>&1 & PORT=18081 ;;
     esac
@@ -142,3 +161,4 @@ for w in $WHAT; do
     unset vals p99s
 done
 [ -n "$EXTRA" ] && echo "(gort+ is gort with $EXTRA)"
+[ -n "$BASE" ] && echo "(base is gort at $BASE, ${rev:0:12})"
