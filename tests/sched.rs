@@ -996,6 +996,58 @@ fn abandon_cycle_child() {
     rt.shutdown();
 }
 
+/// A freshly started M holds its P from `acquirep` on, and sysmon must not take that P for
+/// "foreign blocking" while the M sleeps in the kernel on its way to the scheduler. It did:
+/// the new M was not yet counted as runtime code (g0) during `acquirep`, whose
+/// `sched_setaffinity` (pinning) can sleep — caught returning from it into a SIGURG whose
+/// frame, on the M's fresh signal stack, page-faulted behind a contended `mmap_lock` (state D,
+/// syscall 203, no CPU time: what sysmon's `/proc` detector looks for). Nothing on the new M's
+/// way into `find_runnable` checks ownership, so it went on using a P sysmon had handed off:
+/// `gort: fatal: P3 status is Idle, expected Running (moving to Idle)`, about 1 runtime in 30
+/// of `goroutine_ids_and_names::procs_8` under `GORT_QUANTUM_US=100`, and every run of this
+/// test before the fix. Here: 200 runtimes at GOMAXPROCS = 8 with 100 µs quanta, their Ms
+/// started under bursts of spawns. Under qemu-user sysmon's `/proc` detector is off, and 20
+/// runtimes only check the path runs. In a child process, so that an abort fails only this
+/// test.
+#[test]
+fn new_ms_keep_their_p_from_sysmon() {
+    child_ok("new_ms", &[]);
+}
+
+fn new_ms_child() {
+    let runs = if common::emulator().is_some() {
+        20
+    } else {
+        200
+    };
+    for _ in 0..runs {
+        let rt = Runtime::builder()
+            .procs(8)
+            .preempt_quantum(Duration::from_micros(100))
+            .build()
+            .expect("building a runtime");
+        // From a plain thread: Ms start one after another as the spawns wake them, while
+        // preempted goroutines (thread handoff) keep theirs and more Ms are needed.
+        let hs: Vec<_> = (0..1_000u64)
+            .map(|i| {
+                rt.spawn(move || {
+                    gort::yield_now();
+                    i
+                })
+            })
+            .collect();
+        let sum: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(sum, 999 * 1_000 / 2);
+        // Then from a goroutine, with the Ps idle for a while in between.
+        let sum: u64 = rt.block_on(|| {
+            let hs: Vec<_> = (0..1_000u64).map(|i| gort::go(move || i)).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(sum, 999 * 1_000 / 2);
+        rt.shutdown();
+    }
+}
+
 /// Shutdown right after `block_on`, with 100 µs quanta and busy goroutines on every P, 300
 /// times (60 under qemu-user): the root goroutine is now and then preempted after it published its result (and
 /// woke the joiner) but before it exited, and shutdown finds it Runnable and abandons it.
@@ -1243,6 +1295,7 @@ fn child() {
         "abandon_cycle" => abandon_cycle_child(),
         "wake_abandoned" => wake_abandoned_child(),
         "finished_then_abandoned" => finished_then_abandoned_child(),
+        "new_ms" => new_ms_child(),
         other => panic!("unknown child role {other}"),
     }
     println!("{role} ok");

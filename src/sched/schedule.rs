@@ -65,12 +65,17 @@ pub(crate) fn mstart_loop(m: &M) {
     if p.is_null() {
         fatal("M started without a P");
     }
+    // On g0 (see `execute`) before the P is ours: `acquirep` can sleep in the kernel (seen:
+    // `sched_setaffinity` returning into a SIGURG whose frame page-faults behind a contended
+    // `mmap_lock`), and sysmon must not take the P for foreign blocking meanwhile — nothing
+    // on the way to `find_runnable` checks ownership (that was "P3 status is Idle, expected
+    // Running"; tests/sched.rs `new_ms_keep_their_p_from_sysmon`).
+    // Relaxed: own-thread counter.
+    m.rt_blocking.store(1, Ordering::Relaxed);
     acquirep(m, p);
     if m.wake_spinning.load(Ordering::Relaxed) {
         m.spinning.set(true);
     }
-    // On g0 (see `execute`). Relaxed: own-thread counter.
-    m.rt_blocking.store(1, Ordering::Relaxed);
     schedule(m);
 }
 
