@@ -910,7 +910,16 @@ fn server10k_child() {
     let procs = 2;
     // The harness's own threads are not the runtime's: count from here.
     let before = threads_now();
-    let rt = runtime(procs);
+    // The default quantum, whatever GORT_QUANTUM_US says: the bound below is the default
+    // configuration's. With thread-handoff preemption every preempted goroutine keeps its
+    // thread until it runs again, and on a machine this loaded a goroutine whose M the
+    // kernel has descheduled for a quantum is preempted too, so 100 µs quanta take the
+    // server to 36 threads (measured), where 10 ms quanta keep it at 6.
+    let rt = Runtime::builder()
+        .procs(procs)
+        .preempt_quantum(Duration::from_millis(10))
+        .build()
+        .unwrap();
     let live = Arc::new(AtomicUsize::new(0));
     let max = Arc::new(AtomicUsize::new(0));
     let max_threads = Arc::new(AtomicUsize::new(0));
