@@ -996,6 +996,67 @@ fn abandon_cycle_child() {
     rt.shutdown();
 }
 
+/// A goroutine whose P sysmon took while it blocked in the kernel (without `gort::syscall`)
+/// finishes without getting a P back: its exit needs none (`Action::ExitNoP`). Before, it
+/// queued for a P like any goroutine that lost its own — here behind a goroutine that never
+/// yields, so it stayed live indefinitely, and a shutdown in that state abandoned it with its
+/// stack (seen as `stacks_are_unmapped_across_runtime_lifetimes` failing under
+/// `GORT_PREEMPT=migrate GORT_QUANTUM_US=100` on a loaded machine). Needs sysmon's `/proc`
+/// detector, which is off under qemu-user.
+#[test]
+fn a_goroutine_that_lost_its_p_exits_without_one() {
+    if common::emulator().is_some() {
+        println!("skipped under qemu-user: sysmon's /proc foreign-blocking detector is off");
+        return;
+    }
+    guarded(|| {
+        let rt = Runtime::builder()
+            .procs(1)
+            .preempt(gort::Preempt::Off)
+            .preempt_quantum(Duration::from_millis(1))
+            .build()
+            .expect("building a runtime");
+        let (running, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        // A std socket pair: the sleeper blocks in `read(2)` without `gort::syscall` (no CPU
+        // time while it waits, which sysmon's detector requires) until the spinner — which
+        // can only start once sysmon has handed it the only P — writes.
+        let (mut wake_rx, mut wake_tx) = std::os::unix::net::UnixStream::pair().unwrap();
+        let running2 = running.clone();
+        let sleeper = rt.spawn(move || {
+            use std::io::Read;
+            // Relaxed (both flags): progress flags, polled.
+            running2.store(true, Ordering::Relaxed);
+            let mut b = [0u8; 1];
+            wake_rx.read_exact(&mut b).unwrap();
+            7
+        });
+        wait_until("the sleeper to run", || running.load(Ordering::Relaxed));
+        let stop2 = stop.clone();
+        let spinner = rt.spawn(move || {
+            use std::io::Write;
+            wake_tx.write_all(b"x").unwrap();
+            while !stop2.load(Ordering::Relaxed) {
+                black_box(busy(100));
+            }
+        });
+        assert_eq!(sleeper.join().unwrap(), 7);
+        // The spinner holds the only P and never yields: the finished sleeper must leave on
+        // its own.
+        wait_until("the finished goroutine to exit without a P", || {
+            rt.stats().goroutines == 1
+        });
+        let st = rt.stats();
+        assert!(st.handoffs_foreign >= 1, "{st}");
+        assert_eq!(st.completed, 1, "{st}");
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().unwrap();
+        rt.shutdown();
+    });
+}
+
 /// A freshly started M holds its P from `acquirep` on, and sysmon must not take that P for
 /// "foreign blocking" while the M sleeps in the kernel on its way to the scheduler. It did:
 /// the new M was not yet counted as runtime code (g0) during `acquirep`, whose

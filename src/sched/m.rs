@@ -41,6 +41,11 @@ pub(crate) enum Action {
     /// The G lost its P (a syscall or foreign blocking call outlasted sysmon's patience) and
     /// found no idle one: it goes to the global queue (`syscall.rs`, exitsyscall's slow path).
     NoP,
+    /// The G finished and lost its P on the way out (sysmon took it while the exit path
+    /// slept in the kernel, e.g. in `free`): free it without a P; the M then has none and
+    /// idles. Without this the dead-to-be G queued for a P like any other (`NoP`) and, if a
+    /// shutdown came first, was abandoned with its stack.
+    ExitNoP,
 }
 
 pub(crate) type ParkFn = unsafe fn(*mut G, usize) -> bool;

@@ -172,6 +172,13 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
         syscall::nop_finish(s, g);
         return None;
     }
+    if action == Action::ExitNoP {
+        // Counted with the counters no P owns. Relaxed: statistics.
+        s.retired_counters.completed.fetch_add(1, Ordering::Relaxed);
+        free_dead(g);
+        gfput_global(s, g);
+        return None;
+    }
     // SAFETY: every other action comes from a goroutine whose M holds a P (`mcall` checked).
     let pr = unsafe { &*m.p.get() };
     match action {
@@ -227,16 +234,13 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
             if !unsafe { (*g).lockedm }.is_null() {
                 syscall::locked_exit(m, g);
             }
-            // SAFETY: the G finished and we are off its stack; its struct is ours.
-            unsafe {
-                (*g).set_status(Status::Dead);
-                (*g).task_ptr = std::ptr::null::<crate::sched::task::NoTask>() as *const dyn Task;
-                (*g).name = None;
-            }
+            free_dead(g);
             gfput(s, pr, g);
             None
         }
-        Action::None | Action::NoP => fatal("goroutine stopped without an action"),
+        Action::None | Action::NoP | Action::ExitNoP => {
+            fatal("goroutine stopped without an action")
+        }
     }
 }
 
@@ -300,9 +304,15 @@ pub(crate) fn mcall(action: Action, park: Option<(ParkFn, usize)>) -> bool {
         return false;
     };
     // The choke point: is the P still ours (sysmon may have taken it while we blocked)?
-    // Getting it back may move us to another M.
+    // Getting it back may move us to another M. A finished goroutine needs none: it exits
+    // without (`Action::ExitNoP`), and is never resumed.
     let m = if syscall::owns(m, m.p.get()) {
         m
+    } else if action == Action::Exit && syscall::exit_without_p(m) {
+        m.action.set(Action::ExitNoP);
+        // SAFETY: `g` is the running goroutine of this M; g0's context was saved by `execute`.
+        unsafe { arch::switch(&mut (*g).ctx, m.g0.get(), 0) };
+        fatal("a goroutine resumed after it exited");
     } else {
         syscall::regain_p(m)
     };
@@ -357,6 +367,16 @@ pub(crate) fn post_switch(m: &M) {
     let prev = m.prev.replace(std::ptr::null_mut());
     if !prev.is_null() {
         finish(m, prev, m.prev_action.replace(Action::None), false);
+    }
+}
+
+/// Mark a finished G dead and drop what it still names, before it goes on a free list.
+fn free_dead(g: *mut G) {
+    // SAFETY: the G finished and we are off its stack; its struct is ours.
+    unsafe {
+        (*g).set_status(Status::Dead);
+        (*g).task_ptr = std::ptr::null::<crate::sched::task::NoTask>() as *const dyn Task;
+        (*g).name = None;
     }
 }
 

@@ -129,8 +129,24 @@ pub(crate) fn regain_p<'a>(m: &M) -> &'a M {
         // SAFETY: this thread's M (the goroutine may have moved).
         return unsafe { &*current_m() };
     }
-    // SAFETY: Ps live as long as their runtime.
-    let pr = unsafe { &*p };
+    if keep_or_forget_p(m) {
+        // SAFETY: this thread's M.
+        return unsafe { &*(m as *const M) };
+    }
+    // Runtime sections open in the caller move with the goroutine (preempt/mod.rs).
+    let carried = crate::preempt::sections_carry_out();
+    exitsyscall_slow(m);
+    crate::preempt::sections_carry_in(carried);
+    // SAFETY: this thread's M (the goroutine may have moved).
+    unsafe { &*current_m() }
+}
+
+/// `m` (non-null `m.p`) failed the ownership check: true if it holds its P after all —
+/// sysmon was still only checking (`Retaking`: reclaimed) or reverted meanwhile; false if
+/// sysmon handed it off, in which case `m` forgets it (`m.p` null, not spinning).
+fn keep_or_forget_p(m: &M) -> bool {
+    // SAFETY: Ps live as long as their runtime; the caller checked `m.p` is non-null.
+    let pr = unsafe { &*m.p.get() };
     let mine = m.pword.get();
     let w = pr.word();
     if word_state(w) == PStatus::Retaking && w == next_word(mine, PStatus::Retaking) {
@@ -138,27 +154,28 @@ pub(crate) fn regain_p<'a>(m: &M) -> &'a M {
         let nw = next_word(w, PStatus::Running);
         if pr.cas_word(w, nw) {
             m.pword.set(nw);
-            // SAFETY: this thread's M.
-            return unsafe { &*(m as *const M) };
+            return true;
         }
         if pr.word() == mine {
             // sysmon reverted first.
-            // SAFETY: as above.
-            return unsafe { &*(m as *const M) };
+            return true;
         }
     } else if w == mine {
-        // SAFETY: as above.
-        return unsafe { &*(m as *const M) };
+        return true;
     }
-    // Gone: sysmon handed it off. Forget it and take the slow path.
+    // Gone: sysmon handed it off.
     m.p.set(std::ptr::null_mut());
     m.spinning.set(false);
-    // Runtime sections open in the caller move with the goroutine (preempt/mod.rs).
-    let carried = crate::preempt::sections_carry_out();
-    exitsyscall_slow(m);
-    crate::preempt::sections_carry_in(carried);
-    // SAFETY: this thread's M (the goroutine may have moved).
-    unsafe { &*current_m() }
+    false
+}
+
+/// For a finishing goroutine whose M failed the ownership check (`mcall(Exit)`): true if the
+/// P is gone — `m` has forgotten it, and the goroutine exits without one
+/// (`Action::ExitNoP`). False: `m` holds the P after all, or the goroutine is inside
+/// `gort::syscall`'s closure (`m.p` null), or locked to its thread (its exit needs the
+/// locked-thread bookkeeping): the caller regains a P as for any runtime call.
+pub(crate) fn exit_without_p(m: &M) -> bool {
+    !m.p.get().is_null() && m.lockedg.get().is_null() && !keep_or_forget_p(m)
 }
 
 /// Mark a stretch where runtime code may block in the kernel while its M holds a P (sysmon

@@ -155,6 +155,15 @@ where
         };
         // Drop the goroutine's `local!` values before `join` can see the result.
         crate::local::goroutine_exit();
+        // From here to the exit switch only runtime code runs: not preemptible (the count
+        // is reset when the G is reused). A goroutine preempted after publishing its result
+        // would be Runnable with its work done, and a shutdown in that window abandons it —
+        // keeping its stack mapped, since an abandoned stack may still be pointed into.
+        let g = crate::sched::m::current_g();
+        if !g.is_null() {
+            // SAFETY: `g` is the running goroutine (this is its own stack).
+            unsafe { crate::preempt::g_nopreempt_inc(g) };
+        }
         // SAFETY: the result slot is ours until `finish` publishes it.
         unsafe { *self.packet.result.get() = Some(r) };
         self.packet.finish(DONE);
