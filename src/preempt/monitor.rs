@@ -17,10 +17,10 @@
 //! server whose Ps all go idle between bursts, many times a millisecond, from paying a futex
 //! wake in `acquirep` at each burst (measured: 440 a second under `wrk` against
 //! `examples/http.rs`, each waking this thread just as the Ms want the CPUs); an idle runtime
-//! pays the streak's few timed wake-ups once, then sleeps for good. Lost wake-up argument (Dekker): the monitor stores `sleeping`
-//! (SeqCst), fences, then reads the word and every P's status; an M taking a P CASes the
-//! status, fences ([`Control::p_busy`]), then reads `sleeping` and, if set, bumps the word and
-//! wakes it. Either the monitor sees the Running P, or the taker sees `sleeping` (and its bump
+//! pays the streak's few timed wake-ups once, then sleeps for good. Lost wake-up argument
+//! (Dekker): the monitor stores `sleeping` (SeqCst), fences, then reads the word and every P's
+//! status; an M taking a P CASes the status, fences ([`Control::p_busy`]), then reads
+//! `sleeping` and, if set, bumps the word and wakes it. Either the monitor sees the Running P, or the taker sees `sleeping` (and its bump
 //! makes the futex wait return).
 
 use crate::loom::{AtomicBool, AtomicU32, Ordering, fence};
