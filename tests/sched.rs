@@ -1109,6 +1109,70 @@ fn new_ms_child() {
     }
 }
 
+/// sysmon's stamp-driven retake (`sysmon.rs`, `Probe`) takes a P only on the preemption
+/// handler's answer to *that* probe. The answer used to be the `Retaking` word the handler
+/// saw, left in the M afterwards; a status word is a state and an epoch, not a P, and every
+/// P's epochs start at 0, so an M that answered a probe of one P (here: `P1 0x404`, whose P
+/// sysmon then took) and then got another idle P at the word before it (`P0 0x301`) had its
+/// next probe answered in advance — sysmon took the P at its next look, from an M that was
+/// by then back in the scheduler holding it: `gort: fatal: P0 status is Idle, expected
+/// Running (moving to Idle)`, 6 of 20 runs of the net suite under `GORT_PREEMPT=migrate
+/// GORT_QUANTUM_US=100` on a loaded machine. Here: fresh runtimes (small, equal epochs)
+/// at GOMAXPROCS = 2 with 100 µs quanta, goroutines that spend milliseconds running in libc
+/// (`memcpy`: foreign but never asleep, so the stamp and the probe, not the `/proc`
+/// detector, take their Ps) between short sleeps, which send them through the scheduler to
+/// whatever P is idle. In a child process, so that an abort fails only this test.
+#[test]
+fn a_probe_is_answered_only_for_itself() {
+    child_ok("stale_ack", &[]);
+}
+
+fn stale_ack_child() {
+    let runs = if common::emulator().is_some() {
+        20
+    } else {
+        200
+    };
+    for _ in 0..runs {
+        let rt = Runtime::builder()
+            .procs(2)
+            .preempt(gort::Preempt::Migrate)
+            .preempt_quantum(Duration::from_micros(100))
+            .build()
+            .expect("building a runtime");
+        let copied: usize = rt.block_on(|| {
+            let hs: Vec<_> = (0..3)
+                .map(|_| {
+                    gort::go(|| {
+                        let src = vec![1u8; 256 << 10];
+                        let mut dst = vec![0u8; 256 << 10];
+                        let mut copied = 0;
+                        for _ in 0..10 {
+                            let t = Instant::now();
+                            while t.elapsed() < Duration::from_millis(1) {
+                                // SAFETY: two distinct buffers of `src.len()` bytes.
+                                unsafe {
+                                    libc::memcpy(
+                                        dst.as_mut_ptr().cast(),
+                                        src.as_ptr().cast(),
+                                        src.len(),
+                                    )
+                                };
+                                copied += black_box(dst[src.len() - 1]) as usize;
+                            }
+                            gort::sleep(Duration::from_micros(50));
+                        }
+                        copied
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert!(copied > 0);
+        rt.shutdown();
+    }
+}
+
 /// Shutdown right after `block_on`, with 100 µs quanta and busy goroutines on every P, 300
 /// times (60 under qemu-user): the root goroutine is now and then preempted after it published its result (and
 /// woke the joiner) but before it exited, and shutdown finds it Runnable and abandons it.
@@ -1357,6 +1421,7 @@ fn child() {
         "wake_abandoned" => wake_abandoned_child(),
         "finished_then_abandoned" => finished_then_abandoned_child(),
         "new_ms" => new_ms_child(),
+        "stale_ack" => stale_ack_child(),
         other => panic!("unknown child role {other}"),
     }
     println!("{role} ok");

@@ -226,13 +226,21 @@ unsafe fn preempt(info: *mut libc::siginfo_t, uc: *mut libc::ucontext_t, errno: 
             }
             mr.foreign_seen.store(now, Ordering::Relaxed);
             // sysmon's probe: it marked our P `Retaking` and signalled us; we are outside the
-            // runtime now, after its mark, so our next runtime call will see it. Acquire (the
-            // word): the mark happened before this read; Release (the ack): pairs with
-            // sysmon's Acquire load.
+            // runtime now, after its mark, so our next runtime call will see it. The answer
+            // names the probe by its token (`M::foreign_ack`): the token is read between two
+            // reads of the same `Retaking` word. Acquire (the words): the mark happened before
+            // the read. Acquire (the token): pairs with sysmon's Release store before its mark,
+            // so a token of a newer probe makes that probe's mark (or its revert) visible to
+            // the second read — a word seen twice is then the newer mark itself (a revert in
+            // between fails the compare). Release (the ack): pairs with sysmon's Acquire load.
             // SAFETY: `user_code` implies a P; Ps live as long as their runtime.
-            let w = unsafe { (*mr.p.get()).word() };
+            let pr = unsafe { &*mr.p.get() };
+            let w = pr.word();
             if crate::sched::p::word_state(w) == crate::sched::p::PStatus::Retaking {
-                mr.foreign_ack.store(w, Ordering::Release);
+                let token = mr.probe_token.load(Ordering::Acquire);
+                if pr.word() == w {
+                    mr.foreign_ack.store(token, Ordering::Release);
+                }
             }
         } else {
             mr.foreign_since.store(0, Ordering::Relaxed);

@@ -114,9 +114,15 @@ pub(crate) struct M {
     pub(crate) foreign_seen: AtomicU64,
     /// When the preemption requester last sent this M a SIGURG (ns).
     pub(crate) signal_sent_at: AtomicU64,
-    /// The `Retaking` word of this M's P that the preemption handler saw while it found the M
-    /// in foreign code on behalf of its goroutine: sysmon's proof, for a stamp-driven retake,
-    /// that the M was outside the runtime *after* the P was marked (`sysmon.rs`).
+    /// The token of sysmon's latest probe of this M's P (`sysmon.rs`, `Probe`), written by
+    /// sysmon before it marks the P `Retaking`; 0 before the first.
+    pub(crate) probe_token: AtomicU64,
+    /// The probe token the preemption handler read while it found the M in foreign code on
+    /// behalf of its goroutine, with this M's P marked `Retaking` before and after the read:
+    /// sysmon's proof, for a stamp-driven retake, that the M was outside the runtime *after*
+    /// that probe's mark. A token, not the word seen: a status word names no P and recurs (a
+    /// revert restores it; every P counts its epochs from 0), so an answer left from an
+    /// earlier mark would answer a later probe in advance (`sysmon.rs`, `Probe`).
     pub(crate) foreign_ack: AtomicU64,
     /// The CPU (index into the allowed set) this thread is pinned to, -1 if none.
     pub(crate) pinned: Cell<i32>,
@@ -246,6 +252,7 @@ impl M {
             foreign_since: AtomicU64::new(0),
             foreign_seen: AtomicU64::new(0),
             signal_sent_at: AtomicU64::new(0),
+            probe_token: AtomicU64::new(0),
             foreign_ack: AtomicU64::new(0),
             pinned: Cell::new(-1),
             pinned_shared: AtomicI32::new(-1),

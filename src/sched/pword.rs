@@ -157,9 +157,10 @@ mod loom_models {
     }
 
     /// The stamp-driven retake (sysmon.rs, `Probe`): the M was seen in foreign code, but may
-    /// already be back in the runtime, using its P. sysmon marks the P `Retaking`, signals
-    /// the M, and takes the P only if the handler acks — the handler acks only when it finds
-    /// the M outside the runtime *and* sees the mark. The M, in the runtime, checks its word
+    /// already be back in the runtime, using its P. sysmon gives the M the probe's token,
+    /// marks the P `Retaking`, signals the M, and takes the P only if the handler acks with
+    /// that token — the handler acks only when it finds the M outside the runtime *and* sees
+    /// the mark (twice, the token read in between). The M, in the runtime, checks its word
     /// (the choke point, or `cas_status` for a P it moves on) and reclaims a `Retaking` P. The
     /// handler runs on the M's thread at some point of its program: before its runtime call
     /// (the M is still foreign) or never (the M is in the runtime: the handler refuses, no
@@ -173,10 +174,12 @@ mod loom_models {
                 let mine = next_word(0, PStatus::Running);
                 let word = Arc::new(AtomicU64::new(mine));
                 let ack = Arc::new(AtomicU64::new(0));
+                let token = Arc::new(AtomicU64::new(0));
                 let pstate = Arc::new(UnsafeCell::new(0u32));
-                let (w2, a2, p2) = (word.clone(), ack.clone(), pstate.clone());
+                let (w2, a2, t2, p2) = (word.clone(), ack.clone(), token.clone(), pstate.clone());
                 let sysmon = thread::spawn(move || {
                     let tentative = next_word(mine, PStatus::Retaking);
+                    t2.store(1, Ordering::Release);
                     if w2
                         .compare_exchange(mine, tentative, Ordering::AcqRel, Ordering::Acquire)
                         .is_err()
@@ -184,7 +187,7 @@ mod loom_models {
                         return false;
                     }
                     // (tgkill; the next look, a tick later.)
-                    if a2.load(Ordering::Acquire) != tentative {
+                    if a2.load(Ordering::Acquire) != 1 {
                         // No answer: revert exactly (fails if the M reclaimed it).
                         let _ = w2.compare_exchange(
                             tentative,
@@ -212,7 +215,10 @@ mod loom_models {
                 if handler_runs {
                     let w = word.load(Ordering::Acquire);
                     if word_state(w) == PStatus::Retaking {
-                        ack.store(w, Ordering::Release);
+                        let t = token.load(Ordering::Acquire);
+                        if word.load(Ordering::Acquire) == w {
+                            ack.store(t, Ordering::Release);
+                        }
                     }
                 }
                 // Back into the runtime: the choke point.

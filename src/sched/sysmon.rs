@@ -77,11 +77,13 @@
 //!   "has not run since" cannot be had without /proc. So an M stamped for a quantum gets a
 //!   [`Probe`]: the P goes `Running -> Retaking`, sysmon signals the M, and the handler acks
 //!   only if it finds the M foreign *and* sees the mark — the M is then outside the runtime
-//!   after the mark, so its next runtime call sees it. Ack: sysmon takes the P (`Retaking ->
-//!   Running`, decisive against the M's reclaim); no ack within [`PROBE_NS`]: exact revert.
-//!   (`pword.rs`, `stamp_probe_vs_runtime_entry`, models it; taking the P on the stamp alone
-//!   fails that model, and failed 1 run in 20 of the std-Mutex preemption test.) Under
-//!   qemu-user the /proc detector is off ([`under_emulator`]); the probe works there.
+//!   after the mark, so its next runtime call sees it. The ack names the probe (a token
+//!   sysmon hands the M before the mark), never the word: words recur. Ack: sysmon takes the
+//!   P (`Retaking -> Running`, decisive against the M's reclaim); no ack within
+//!   [`PROBE_NS`]: exact revert. (`pword.rs`, `stamp_probe_vs_runtime_entry`, models it;
+//!   taking the P on the stamp alone fails that model, and failed 1 run in 20 of the
+//!   std-Mutex preemption test.) Under qemu-user the /proc detector is off
+//!   ([`under_emulator`]); the probe works there.
 //!
 //! Other engineers' checks slot into the same loop: preemption requests sit next to the
 //! foreign-blocking check (same `ran` condition); the network poll (`netpoll::sysmon_poll`: poll if
@@ -295,18 +297,31 @@ struct PRecord {
     probe: Option<Probe>,
 }
 
-/// A stamp-driven foreign retake waiting for the handler's answer: sysmon marked the P
-/// `Retaking` (word `tentative`, from `orig`) at `since`, then signalled the M. The handler
-/// acks (`M::foreign_ack = tentative`) only if it finds the M in foreign code for its
-/// goroutine, i.e. outside the runtime at a moment after the mark — so the M's next runtime
-/// call sees the mark, and the P can be taken. Without that answer within [`PROBE_NS`] (the M
-/// is in our code, or refused for a runtime section), the word is reverted exactly. The M may
-/// also reclaim the P itself meanwhile (`syscall::regain_p`, `P::cas_status`).
+/// A stamp-driven foreign retake waiting for the handler's answer: sysmon gave the M the
+/// probe's `token` (`M::probe_token`), marked the P `Retaking` (word `tentative`, from `orig`)
+/// at `since`, then signalled the M. The handler acks (`M::foreign_ack = token`) only if it
+/// finds the M in foreign code for its goroutine and the P marked, i.e. outside the runtime at
+/// a moment after the mark — so the M's next runtime call sees the mark, and the P can be
+/// taken. Without that answer within [`PROBE_NS`] (the M is in our code, or refused for a
+/// runtime section), the word is reverted exactly. The M may also reclaim the P itself
+/// meanwhile (`syscall::regain_p`, `P::cas_status`).
+///
+/// The answer names the probe by its token, not by the word: words recur. An exact revert
+/// restores the word the next probe of that P marks from (the same `tentative`), and every P
+/// counts its epochs from 0, so `tentative` of one P is that of another at some point (the
+/// handler also answers the `/proc` detector's marks, which it cannot tell from a probe's).
+/// When the answer was the word, an M that answered one mark and then got another P at the
+/// word before it (both at epoch 3 in the case seen: `P1 0x404` answered and taken, `P0
+/// 0x301` acquired in `exitsyscall_slow`) had that P's next probe answered in advance: sysmon
+/// took it at its next look from an M back in the scheduler, which then idled it — "P0
+/// status is Idle, expected Running (moving to Idle)" (`tests/sched.rs`,
+/// `a_probe_is_answered_only_for_itself`).
 #[derive(Clone, Copy)]
 struct Probe {
     tentative: u64,
     orig: u64,
     since: u64,
+    token: u64,
 }
 
 /// How long a probe waits for the handler's answer (signal delivery under load or qemu can
@@ -372,6 +387,8 @@ struct Sysmon {
     pinning: crate::sched::pinning::Watch,
     /// The earliest time a nudged syscall will have lasted a tick (or `u64::MAX`).
     due: u64,
+    /// Probes started so far: the next probe's token is one more (see [`Probe`]).
+    probes: u64,
 }
 
 impl Sysmon {
@@ -380,6 +397,7 @@ impl Sysmon {
             ps: Vec::new(),
             pinning: crate::sched::pinning::Watch::new(),
             due: u64::MAX,
+            probes: 0,
         }
     }
 
@@ -592,11 +610,17 @@ impl Sysmon {
             // The stamp says where the M *was*; it may have come back into the runtime since
             // and be using the P right now. Mark the P, then ask the handler (see `Probe`).
             let tentative = next_word(w, PStatus::Retaking);
+            // The probe's token before its mark: Release pairs with the handler's Acquire load
+            // (see `Probe`). A probe that fails to mark wastes a token.
+            self.probes += 1;
+            let token = self.probes;
+            mr.probe_token.store(token, Ordering::Release);
             if p.cas_word(w, tentative) {
                 self.ps[i].probe = Some(Probe {
                     tentative,
                     orig: w,
                     since: now,
+                    token,
                 });
                 // Expiry 0: not a quantum expiry, kept out of the latency figures.
                 crate::preempt::request(s, mr, 0, None);
@@ -733,7 +757,7 @@ fn probe_answer(s: &Sched, p: &P, probe: Probe, now: u64) -> Option<bool> {
     // SAFETY: Ms are freed only when the runtime is dropped.
     let acked = !m.is_null()
         // Acquire: pairs with the handler's Release store.
-        && unsafe { &*m }.foreign_ack.load(Ordering::Acquire) == probe.tentative;
+        && unsafe { &*m }.foreign_ack.load(Ordering::Acquire) == probe.token;
     if acked {
         return Some(take_retaking(s, p, probe.tentative));
     }
