@@ -270,6 +270,22 @@ fn fin_with_the_last_data_ends_the_next_read() {
     });
 }
 
+/// The urgent-data tests' reader: reads until it has three bytes or the stream ends, calling
+/// `before_read` before each read.
+fn read_three(r: &mut TcpStream, round: usize, mut before_read: impl FnMut()) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while got.len() < 3 {
+        before_read();
+        match r.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+            Err(e) => panic!("round {round} after {got:?}: {e}"),
+        }
+    }
+    got
+}
+
 /// Urgent data (`MSG_OOB`) makes a read stop short at the mark with data behind it: the
 /// drained hint must not be taken from that read (`netpoll::fd`, "Drained TCP reads"), or
 /// the reader would wait for an edge that never comes.
@@ -283,16 +299,7 @@ fn urgent_data_does_not_strand_a_read() {
                 w.set_nodelay(true).unwrap();
                 let (done, finished) = gort::chan::bounded(1);
                 gort::go(move || {
-                    let mut got = Vec::new();
-                    let mut b = [0u8; 4096];
-                    while got.len() < 3 {
-                        match r.read(&mut b) {
-                            Ok(0) => break,
-                            Ok(n) => got.extend_from_slice(&b[..n]),
-                            Err(e) => panic!("round {round} after {got:?}: {e}"),
-                        }
-                    }
-                    let _ = done.send(got);
+                    let _ = done.send(read_three(&mut r, round, || {}));
                 });
                 // Let the reader park, then queue "a", the urgent "b" (out of band: not in
                 // the stream) and "cd" behind it, back to back.
@@ -309,6 +316,71 @@ fn urgent_data_does_not_strand_a_read() {
                     Err(e) => {
                         panic!("round {round}: the reader is stranded behind urgent data ({e:?})")
                     }
+                }
+            }
+        });
+    });
+}
+
+/// A receive that starts at the urgent mark with a signal pending returns `EAGAIN` with the
+/// data behind the mark queued, and no edge follows (`netpoll::fd`, "Urgent data and
+/// signals"). gort's own preemption signal is a SIGURG to the reader's M, so with short quanta
+/// the reader of `urgent_data_does_not_strand_a_read` waited for good now and then. Here a
+/// plain thread sends SIGURGs to the reader's thread while it reads past the mark (the
+/// runtime's handler passes on a SIGURG it did not request, and SIGURG's default is to
+/// ignore it), so that in some of the rounds a signal is pending at the mark.
+#[test]
+fn a_signal_at_the_urgent_mark_does_not_strand_a_read() {
+    guarded(|| {
+        let rt = runtime(1);
+        rt.block_on(|| {
+            // SAFETY: getpid has no preconditions.
+            let pid = unsafe { libc::getpid() };
+            for round in 0..150 {
+                let (w, mut r) = loopback_pair();
+                w.set_nodelay(true).unwrap();
+                let tid = Arc::new(AtomicUsize::new(0));
+                let stop = Arc::new(AtomicUsize::new(0));
+                let (done, finished) = gort::chan::bounded(1);
+                let reader_tid = tid.clone();
+                gort::go(move || {
+                    let got = read_three(&mut r, round, || {
+                        // The thread it reads on now (a read may resume on another M).
+                        // SAFETY: gettid has no preconditions.
+                        reader_tid.store(unsafe { libc::gettid() } as usize, Ordering::SeqCst);
+                    });
+                    let _ = done.send(got);
+                });
+                // Let the reader park (and say which thread it runs on).
+                gort::sleep(Duration::from_millis(2));
+                let (t, st) = (tid.clone(), stop.clone());
+                let signaller = std::thread::spawn(move || {
+                    while st.load(Ordering::SeqCst) < 2 {
+                        let tid = t.load(Ordering::SeqCst) as libc::pid_t;
+                        // SAFETY: a signal whose disposition is ours or ignored, to a thread
+                        // of this process (an M: it lives as long as the runtime).
+                        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGURG) };
+                        st.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                            .ok();
+                    }
+                });
+                // The signals must be flying when the reader reaches the mark.
+                while stop.load(Ordering::SeqCst) == 0 {
+                    std::hint::spin_loop();
+                }
+                let fd = w.as_raw_fd();
+                // SAFETY: valid buffers and an open socket.
+                unsafe {
+                    assert_eq!(libc::send(fd, b"ab".as_ptr().cast(), 2, libc::MSG_OOB), 2);
+                    assert_eq!(libc::send(fd, b"cd".as_ptr().cast(), 2, 0), 2);
+                }
+                // A hang bound: the bytes are all there within microseconds.
+                let got = finished.recv_timeout(Duration::from_secs(5));
+                stop.store(2, Ordering::SeqCst);
+                signaller.join().unwrap();
+                match got {
+                    Ok(got) => assert_eq!(got, b"acd"),
+                    Err(e) => panic!("round {round}: the reader is stranded at the mark ({e:?})"),
                 }
             }
         });
