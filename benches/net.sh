@@ -160,5 +160,5 @@ for w in $WHAT; do
     done
     unset vals p99s
 done
-[ -n "$EXTRA" ] && echo "(gort+ is gort with $EXTRA)"
-[ -n "$BASE" ] && echo "(base is gort at $BASE, ${rev:0:12})"
+if [ -n "$EXTRA" ]; then echo "(gort+ is gort with $EXTRA)"; fi
+if [ -n "$BASE" ]; then echo "(base is gort at $BASE, ${rev:0:12})"; fi
