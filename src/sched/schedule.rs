@@ -337,6 +337,10 @@ pub(crate) fn mcall(action: Action, park: Option<(ParkFn, usize)>) -> bool {
                 }
                 (*next).set_status(Status::Running);
             }
+            // `finish` runs our action on `next`'s stack, protected by its count: a goroutine
+            // that is not running always has a non-zero one (preempt/mod.rs).
+            // SAFETY: `next` is ours (dequeued above) and stopped.
+            debug_assert!(unsafe { (*next).nopreempt.load(Ordering::Relaxed) } != 0);
             m.prev.set(g);
             m.prev_action.set(action);
             m.curg.set(next);

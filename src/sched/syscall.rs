@@ -328,11 +328,21 @@ fn exitsyscall_slow(m: &M) {
         return;
     }
     let g = m.curg.get();
+    // A goroutine that is not running always has a non-zero count (preempt/mod.rs): an M may
+    // resume it with a direct switch from another goroutine's `mcall` and run that one's
+    // action (`post_switch`) on our stack, which must not be preempted halfway. `mcall`
+    // callers have raised it already; `gort::syscall`'s exit and the runtime calls that
+    // regain a P (`current_p`) have not. Raising it here is safe: with `m.p` null the
+    // handler refuses this thread anyway, so `m` is still ours.
+    // SAFETY: `g` is this M's running goroutine.
+    unsafe { crate::preempt::g_nopreempt_inc(g) };
     m.action.set(Action::NoP);
     // SAFETY: `g` is the running goroutine of this M; g0's context was saved by `execute`.
     let resumed_on = unsafe { crate::arch::switch(&mut (*g).ctx, m.g0.get(), 0) };
     // SAFETY: every switch into a goroutine passes the resuming M.
     schedule::post_switch(unsafe { &*(resumed_on as *const M) });
+    // SAFETY: raised above; `g` is this goroutine wherever it resumed.
+    unsafe { crate::preempt::g_nopreempt_dec(g) };
 }
 
 /// g0's half of `Action::NoP`: the goroutine goes to the global queue (a locked one too: its
