@@ -1075,38 +1075,56 @@ fn new_ms_keep_their_p_from_sysmon() {
     child_ok("new_ms", &[]);
 }
 
-fn new_ms_child() {
+/// The stress children's frame: `native` runtimes one after another (`emulated` under
+/// qemu-user), each from `configure(i)` with 100 µs quanta, given to `body(i, rt)` and then
+/// shut down.
+fn short_quanta_runtimes(
+    native: usize,
+    emulated: usize,
+    configure: impl Fn(usize) -> gort::RuntimeBuilder,
+    mut body: impl FnMut(usize, &Runtime),
+) {
     let runs = if common::emulator().is_some() {
-        20
+        emulated
     } else {
-        200
+        native
     };
-    for _ in 0..runs {
-        let rt = Runtime::builder()
-            .procs(8)
+    for i in 0..runs {
+        let rt = configure(i)
             .preempt_quantum(Duration::from_micros(100))
             .build()
             .expect("building a runtime");
-        // From a plain thread: Ms start one after another as the spawns wake them, while
-        // preempted goroutines (thread handoff) keep theirs and more Ms are needed.
-        let hs: Vec<_> = (0..1_000u64)
-            .map(|i| {
-                rt.spawn(move || {
-                    gort::yield_now();
-                    i
-                })
-            })
-            .collect();
-        let sum: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
-        assert_eq!(sum, 999 * 1_000 / 2);
-        // Then from a goroutine, with the Ps idle for a while in between.
-        let sum: u64 = rt.block_on(|| {
-            let hs: Vec<_> = (0..1_000u64).map(|i| gort::go(move || i)).collect();
-            hs.into_iter().map(|h| h.join().unwrap()).sum()
-        });
-        assert_eq!(sum, 999 * 1_000 / 2);
+        body(i, &rt);
         rt.shutdown();
     }
+}
+
+fn new_ms_child() {
+    short_quanta_runtimes(
+        200,
+        20,
+        |_| Runtime::builder().procs(8),
+        |_, rt| {
+            // From a plain thread: Ms start one after another as the spawns wake them, while
+            // preempted goroutines (thread handoff) keep theirs and more Ms are needed.
+            let hs: Vec<_> = (0..1_000u64)
+                .map(|i| {
+                    rt.spawn(move || {
+                        gort::yield_now();
+                        i
+                    })
+                })
+                .collect();
+            let sum: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+            assert_eq!(sum, 999 * 1_000 / 2);
+            // Then from a goroutine, with the Ps idle for a while in between.
+            let sum: u64 = rt.block_on(|| {
+                let hs: Vec<_> = (0..1_000u64).map(|i| gort::go(move || i)).collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            assert_eq!(sum, 999 * 1_000 / 2);
+        },
+    );
 }
 
 /// sysmon's stamp-driven retake (`sysmon.rs`, `Probe`) takes a P only on the preemption
@@ -1128,18 +1146,8 @@ fn a_probe_is_answered_only_for_itself() {
 }
 
 fn stale_ack_child() {
-    let runs = if common::emulator().is_some() {
-        20
-    } else {
-        200
-    };
-    for _ in 0..runs {
-        let rt = Runtime::builder()
-            .procs(2)
-            .preempt(gort::Preempt::Migrate)
-            .preempt_quantum(Duration::from_micros(100))
-            .build()
-            .expect("building a runtime");
+    let configure = |_| Runtime::builder().procs(2).preempt(gort::Preempt::Migrate);
+    short_quanta_runtimes(200, 20, configure, |_, rt| {
         let copied: usize = rt.block_on(|| {
             let hs: Vec<_> = (0..3)
                 .map(|_| {
@@ -1169,8 +1177,7 @@ fn stale_ack_child() {
             hs.into_iter().map(|h| h.join().unwrap()).sum()
         });
         assert!(copied > 0);
-        rt.shutdown();
-    }
+    });
 }
 
 /// Shutdown right after `block_on`, with 100 µs quanta and busy goroutines on every P, 300
@@ -1193,17 +1200,8 @@ fn finished_then_abandoned_child() {
             black_box(busy(200));
         }
     }
-    let runs = if common::emulator().is_some() {
-        60
-    } else {
-        300
-    };
-    for i in 0..runs {
-        let rt = Runtime::builder()
-            .procs(1 + i as usize % 2)
-            .preempt_quantum(Duration::from_micros(100))
-            .build()
-            .expect("building a runtime");
+    let configure = |i| Runtime::builder().procs(1 + i % 2);
+    short_quanta_runtimes(300, 60, configure, |i, rt| {
         // The M that preempts the finished root runs these first, so shutdown begins before
         // it comes back to the root.
         for _ in 0..3 {
@@ -1214,15 +1212,14 @@ fn finished_then_abandoned_child() {
                 }
             }));
         }
-        let us = 100 + (i * 37) % 400;
+        let us = 100 + (i as u64 * 37) % 400;
         rt.block_on(move || {
             gort::go(move || spin(Duration::from_micros(us)))
                 .join()
                 .unwrap();
             spin(Duration::from_micros(us));
         });
-        rt.shutdown();
-    }
+    });
 }
 
 /// A goroutine of a runtime that was shut down was parked joining a goroutine of another
