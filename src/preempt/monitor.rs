@@ -20,8 +20,8 @@
 //! pays the streak's few timed wake-ups once, then sleeps for good. Lost wake-up argument
 //! (Dekker): the monitor stores `sleeping` (SeqCst), fences, then reads the word and every P's
 //! status; an M taking a P CASes the status, fences ([`Control::p_busy`]), then reads
-//! `sleeping` and, if set, bumps the word and wakes it. Either the monitor sees the Running P, or the taker sees `sleeping` (and its bump
-//! makes the futex wait return).
+//! `sleeping` and, if set, bumps the word and wakes it. Either the monitor sees the Running
+//! P, or the taker sees `sleeping` (and its bump makes the futex wait return).
 
 use crate::loom::{AtomicBool, AtomicU32, Ordering, fence};
 use crate::sched::Sched;
