@@ -2311,14 +2311,19 @@ fn fairness_four_spinners_handoff() {
 /// every four consecutive turns are four goroutines, and every preemption ends a turn.
 /// Wall-clock quanta make this statistical, not exact: a thread the OS deschedules for a
 /// whole quantum (a loaded CI machine, qemu) is preempted as soon as it runs again, before
-/// its goroutine has logged its turn. So a few lapses are allowed (≤ 2 %); two bugs made many
+/// its goroutine has logged its turn. Such a slice is visible twice: as a preemption that
+/// ended no turn, and as a goroutine missing from up to three windows of four turns. So
+/// lapses are counted net of those (at most 3 per turnless preemption), and the net count
+/// may be ≤ 2 + 1 %; turnless preemptions themselves may be ≤ 6 + 2 %. Two bugs made many
 /// more: a request that landed after its slice had ended preempted the next goroutine at
 /// once (now refused as `stale`; without that check, `cargo test`'s parallel load alone
 /// broke the rotation within ~120 turns), and the 61st-tick double turns (one per 61 turns;
 /// `sched::schedule::tests::backoff_turns_rotate_through_the_61st_tick` checks those
 /// exactly). Turns are logged by the spinners themselves: one CAS claims the log slot and
 /// names the new runner, so a preemption between the CAS and the slot's write cannot
-/// reorder the log.
+/// reorder the log. A child whose run misses these bounds prints `ROTATION_NOISY`, and the
+/// parent runs it again, up to three runs: noise only ever adds lapses, so a scheduler that
+/// rotates passes one of three runs, and one that does not fails all of them.
 fn child_rotation() {
     use std::sync::atomic::AtomicU8;
     const SPINNERS: u64 = 4;
@@ -2385,32 +2390,58 @@ fn child_rotation() {
     // At 1 ms quanta ~1,000 turns; on a loaded machine fewer, but the 61st-tick check must
     // have run a few times for the test to mean anything.
     assert!(n >= 4 * 61, "only {n} turns");
-    assert!(
-        lapses <= 2 + n / 50,
-        "{lapses} rotation lapses in {n} turns:\n{text}"
-    );
-    assert!(
-        extra <= 6 + n as u64 / 50,
-        "{extra} preemptions ended no turn in {n} turns"
+    let unexplained = lapses.saturating_sub(3 * extra as usize);
+    if unexplained > 2 + n / 100 || extra > 6 + n as u64 / 50 {
+        println!("{ROTATION_NOISY}");
+        panic!(
+            "{lapses} rotation lapses ({unexplained} not explained by a turnless slice) and \
+             {extra} turnless preemptions in {n} turns:\n{text}"
+        );
+    }
+}
+
+/// Printed by a rotation child whose run missed the bounds (see `child_rotation`).
+const ROTATION_NOISY: &str = "ROTATION_NOISY";
+
+/// Runs the rotation child under `mode` until a run meets the bounds, at most three runs.
+fn rotation(mode: &str) {
+    let env = [("GORT_PREEMPT", mode), ("GORT_QUANTUM_US", "1000")];
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        let out = common::run_child_test(
+            CHILD,
+            "rotation",
+            &env,
+            &["GOMAXPROCS", "GORT_PREEMPT", "GORT_QUANTUM_US"],
+            Duration::from_secs(60),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() {
+            println!("{stdout}");
+            return;
+        }
+        // Anything but a missed bound (a crash, a hang, too few turns) fails at once.
+        assert!(
+            stdout.contains(ROTATION_NOISY),
+            "child rotation: {}",
+            common::describe(&out)
+        );
+        failed.push(common::describe(&out));
+    }
+    panic!(
+        "three rotation runs missed the bounds:\n{}",
+        failed.join("\n")
     );
 }
 
 #[test]
 fn rotation_four_spinners_handoff() {
-    child_ok(
-        "rotation",
-        &[("GORT_PREEMPT", "handoff"), ("GORT_QUANTUM_US", "1000")],
-        60,
-    );
+    rotation("handoff");
 }
 
 #[test]
 fn rotation_four_spinners_migrate() {
-    child_ok(
-        "rotation",
-        &[("GORT_PREEMPT", "migrate"), ("GORT_QUANTUM_US", "1000")],
-        60,
-    );
+    rotation("migrate");
 }
 
 // ---------------------------------------------------------------------------------------------
