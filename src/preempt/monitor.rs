@@ -165,7 +165,9 @@ fn keeps_awake(status: PStatus) -> bool {
 }
 
 fn count_running(s: &Sched) -> usize {
-    let n = (s.procs() as usize).min(s.nprocs_created.load(Ordering::Acquire) as usize);
+    // Every created P, retiring ones included (see `check`). Acquire: pairs with `resize`'s
+    // Release store, which publishes the Ps below the count.
+    let n = s.nprocs_created.load(Ordering::Acquire) as usize;
     (0..n)
         .filter(|&i| {
             // SAFETY: created Ps live as long as the runtime.
@@ -176,7 +178,12 @@ fn count_running(s: &Sched) -> usize {
 
 /// One pass over the Ps; returns how many are running and the earliest slice expiry.
 fn check(s: &Sched, q: u64, seen: &mut Vec<Seen>) -> (usize, u64) {
-    let n = (s.procs() as usize).min(s.nprocs_created.load(Ordering::Acquire) as usize);
+    // Every created P, not only those below GOMAXPROCS: a P that a decrease is retiring keeps
+    // running its goroutine until that goroutine's next scheduling point, and a goroutine
+    // that never reaches one would keep it — one P more than GOMAXPROCS, never preempted.
+    // Preempted, it goes to the global queue and its M retires the P. Idle and dead Ps are
+    // skipped by their status. Acquire: as in `count_running`.
+    let n = s.nprocs_created.load(Ordering::Acquire) as usize;
     if seen.len() < n {
         seen.resize(
             n,

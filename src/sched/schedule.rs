@@ -577,19 +577,24 @@ fn retire_p(m: &M, s: &Sched) {
     let p = releasep(m);
     // SAFETY: we held it.
     let pr = unsafe { &*p };
-    let mut moved = false;
-    {
+    let global_work = {
         let mut sy = s.lock();
         pr.runq.drain(|g| {
             // SAFETY: drained Gs are ours.
             unsafe { sy.runq.push_back(g.as_ptr()) };
-            moved = true;
         });
         s.runqsize.store(sy.runq.len() as u32, Ordering::Relaxed);
         gfpurge(s, pr);
         pr.cas_status(PStatus::Running, PStatus::Dead);
-    }
-    if moved {
+        // A P leaving Running looks at the global queue under the lock, as one going idle
+        // does (`wake_for_global`'s premise): not only the Gs just moved there, but also
+        // those this M queued there itself while it still held the P — a yield or backoff
+        // with an empty local queue, a preempted goroutine — which no one was woken for,
+        // since this M was going to run them. Without this, with every other P idle, such a
+        // G waited forever on the global queue (GOMAXPROCS 8 → 1 under 100 µs quanta).
+        !sy.runq.is_empty()
+    };
+    if global_work {
         idle::wake_for_global(s);
     }
     // Its timers go to P0 (never retired), as Go's `moveTimers`.
