@@ -55,6 +55,41 @@ pub(crate) fn pidleget(s: &Sched, sy: &mut Synced) -> Option<*mut P> {
     None
 }
 
+/// `find_runnable`'s last look found goroutines queued on `p2`: an idle P to go after them —
+/// `p2` itself if it is on the idle list. Scheduler lock held.
+///
+/// An idle P never has a queue (`pidleput` checks it, and only a P's holder queues on it), so
+/// finding one is a broken invariant: fatal in debug builds. In release builds, taking that
+/// very P runs the goroutines. Any other P would not: stealing skips Ps that are not
+/// Running, and `pidleget` returns the most recently idled P — this M's own, just released —
+/// so a lone spinning M took and released its own P forever while the work stayed put (seen
+/// twice in ~200 runs of the sched suite under 100 µs quanta and two busy loops, burning a
+/// CPU for minutes with every goroutine stuck; the breach itself is not found yet).
+pub(crate) fn pidleget_for(s: &Sched, sy: &mut Synced, p2: *mut P) -> Option<*mut P> {
+    // SAFETY: Ps are never freed while the scheduler lives.
+    let pr = unsafe { &*p2 };
+    // Looked at under the lock: the caller's look was racy (the P may have run its queue
+    // empty and gone idle since), but an idle P cannot change hands now, and no thief takes
+    // from a P that is not Running.
+    if pr.id < s.procs()
+        && !pr.runq.is_empty()
+        && let Some(i) = sy.pidle.iter().position(|&p| p == p2)
+    {
+        if cfg!(debug_assertions) {
+            fatal_fmt(format_args!(
+                "P{} is idle with a non-empty run queue",
+                pr.id
+            ));
+        }
+        sy.pidle.swap_remove(i);
+        // SeqCst: see pidleput.
+        s.npidle.fetch_sub(1, Ordering::SeqCst);
+        crate::sched::sysmon::p_left_idle(s);
+        return Some(p2);
+    }
+    pidleget(s, sy)
+}
+
 /// Make `m` hold `p`. Own thread of `m` only.
 pub(crate) fn acquirep(m: &M, p: *mut P) {
     // SAFETY: `p` came off the idle list (or was handed to us with nextp): nobody else holds it.

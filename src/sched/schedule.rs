@@ -540,7 +540,7 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
                 if !p2.runq.is_empty() {
                     let pnew = {
                         let mut sy = s.lock();
-                        idle::pidleget(s, &mut sy)
+                        idle::pidleget_for(s, &mut sy, s.p(i))
                     };
                     if let Some(pnew) = pnew {
                         acquirep(m, pnew);

@@ -319,23 +319,33 @@ fn exitsyscall_m(m: &M) {
 #[inline(never)]
 fn exitsyscall_slow(m: &M) {
     let s = &*m.sched;
+    let g = m.curg.get();
+    // Not preemptible, and not "user code" to the signal handler, until we hold a P or are
+    // resumed with one. `acquirep` below runs with `m.p` set: interrupted in its
+    // `sched_setaffinity` (libc) with a zero count, the handler would stamp the thread as
+    // blocked in foreign code for its goroutine and answer sysmon's probe, and sysmon could
+    // take the new P from under our caller. And a goroutine that is not running always has
+    // a non-zero count (preempt/mod.rs): an M may resume it with a direct switch from another
+    // goroutine's `mcall` and run that one's action (`post_switch`) on our stack, which must
+    // not be preempted halfway. `mcall` callers have raised it already; `gort::syscall`'s
+    // exit and the runtime calls that regain a P (`current_p`) have not. Raising it here is
+    // safe: with `m.p` null the handler refuses this thread anyway, so `m` is still ours.
+    // SAFETY: `g` is this M's running goroutine.
+    unsafe { crate::preempt::g_nopreempt_inc(g) };
     let p = {
         let mut sy = s.lock();
         pidleget(s, &mut sy)
     };
     if let Some(p) = p {
-        acquirep(m, p);
+        // `acquirep` pins the thread (`sched_setaffinity`, which may sleep in the kernel while
+        // the thread migrates): runtime blocking, which sysmon's `/proc` detector must not
+        // take the new P for — our caller (`regain_p`'s) uses it without another ownership
+        // check, as g0 does after its own `acquirep`.
+        runtime_blocking(|| acquirep(m, p));
+        // SAFETY: raised above; `g` runs on this M, which holds a P again.
+        unsafe { crate::preempt::g_nopreempt_dec(g) };
         return;
     }
-    let g = m.curg.get();
-    // A goroutine that is not running always has a non-zero count (preempt/mod.rs): an M may
-    // resume it with a direct switch from another goroutine's `mcall` and run that one's
-    // action (`post_switch`) on our stack, which must not be preempted halfway. `mcall`
-    // callers have raised it already; `gort::syscall`'s exit and the runtime calls that
-    // regain a P (`current_p`) have not. Raising it here is safe: with `m.p` null the
-    // handler refuses this thread anyway, so `m` is still ours.
-    // SAFETY: `g` is this M's running goroutine.
-    unsafe { crate::preempt::g_nopreempt_inc(g) };
     m.action.set(Action::NoP);
     // SAFETY: `g` is the running goroutine of this M; g0's context was saved by `execute`.
     let resumed_on = unsafe { crate::arch::switch(&mut (*g).ctx, m.g0.get(), 0) };
