@@ -64,7 +64,9 @@ pub(crate) fn pidleget(s: &Sched, sy: &mut Synced) -> Option<*mut P> {
 /// Running, and `pidleget` returns the most recently idled P — this M's own, just released —
 /// so a lone spinning M took and released its own P forever while the work stayed put (seen
 /// twice in ~200 runs of the sched suite under 100 µs quanta and two busy loops, burning a
-/// CPU for minutes with every goroutine stuck; the breach itself is not found yet).
+/// CPU for minutes with every goroutine stuck). One way in was `spawn` queuing on a P it had
+/// lost while it slept getting the G (fixed there); debug builds name any other pusher
+/// (`schedule::check_holder`).
 pub(crate) fn pidleget_for(s: &Sched, sy: &mut Synced, p2: *mut P) -> Option<*mut P> {
     // SAFETY: Ps are never freed while the scheduler lives.
     let pr = unsafe { &*p2 };

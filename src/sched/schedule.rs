@@ -659,6 +659,8 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
 #[inline]
 /// Returns whether the ring overflowed.
 pub(crate) fn runqput(s: &Sched, p: &P, g: *mut G, next: bool) -> bool {
+    #[cfg(debug_assertions)]
+    check_holder(p);
     // SAFETY: G pointers are never null.
     let g = unsafe { NonNull::new_unchecked(g) };
     let mut spilled = false;
@@ -674,6 +676,38 @@ pub(crate) fn runqput(s: &Sched, p: &P, g: *mut G, next: bool) -> bool {
         s.runqsize.store(sy.runq.len() as u32, Ordering::Relaxed);
     });
     spilled
+}
+
+/// Debug builds: only `p`'s holder queues on it — this thread's M, with `p` as its P and the
+/// P's status word the one it installed (or sysmon's `Retaking` mark of that word, which the
+/// holder may still reclaim). A push from anywhere else is how an idle P comes to hold
+/// goroutines (`idle::pidleget_for`); this names the pusher.
+#[cfg(debug_assertions)]
+fn check_holder(p: &P) {
+    let me = current_m();
+    if me.is_null() {
+        crate::sched::fatal_fmt(format_args!(
+            "P{} queued on from a thread that is not an M",
+            p.id
+        ));
+    }
+    // SAFETY: this thread's own M.
+    let mr = unsafe { &*me };
+    let w = p.word();
+    let mine = mr.pword.get();
+    let mark = crate::sched::p::next_word(mine, PStatus::Retaking);
+    if !std::ptr::eq(mr.p.get(), p) || (w != mine && w != mark) {
+        eprintln!(
+            "gort: the push:\n{}",
+            std::backtrace::Backtrace::force_capture()
+        );
+        crate::sched::fatal_fmt(format_args!(
+            "P{} (word {w:#x}) queued on by M{} holding {:?} with word {mine:#x}",
+            p.id,
+            mr.id,
+            mr.p.get()
+        ));
+    }
 }
 
 /// Send `g` (stopped, ours) from the P we hold to the back of the line: the global queue,
@@ -797,7 +831,16 @@ pub(crate) fn spawn(
         gr.set_status(Status::Runnable);
     }
     match local {
-        Some(p) => {
+        Some(_) => {
+            // Checked again: getting the G may have slept in the kernel without
+            // `runtime_blocking` (malloc in `G::new`, the `allgs` lock, page faults on a fresh
+            // stack), and sysmon's `/proc` detector takes the P of a thread asleep for a
+            // quantum. Queueing on the P checked before would then queue on a P that another
+            // M holds, or an idle one (found by the debug check in `runqput`: "P4 (word 0xb01)
+            // queued on by M4 holding … with word 0x301", in 2 of 5 debug runs of the sched
+            // suite under 100 µs quanta and two busy loops).
+            // SAFETY: `local` is Some only in a goroutine of `s`, so `m` is this thread's M.
+            let p = syscall::current_p(unsafe { &*current_m() }).1;
             PCounters::bump(&p.counters.spawned);
             let overflowed = runqput(s, p, g, true);
             idle::wakep(s);
@@ -840,7 +883,9 @@ fn gfget(s: &Sched, p: Option<&P>, size: usize) -> Option<*mut G> {
             // SAFETY: owner-only field of the P we hold.
             let lf = unsafe { &mut *p.gfree.get() };
             if lf.list.is_empty() {
-                let mut gl = s.gfree.lock().unwrap_or_else(|e| e.into_inner());
+                // A marked wait: losing the P while asleep on the lock would leave us filling
+                // the free list of a P someone else holds.
+                let mut gl = syscall::lock_marked(&s.gfree).unwrap_or_else(|e| e.into_inner());
                 for _ in 0..FREE_BATCH {
                     match gl.pop() {
                         // SAFETY: free-list Gs are owned by the list's holder: now us.
