@@ -11,16 +11,22 @@ use std::time::{Duration, Instant};
 
 const CHILD: &str = "GORT_PREEMPT_TEST_CHILD";
 
-/// Runs role `role` in a child with `env`; returns its stdout. Panics (with its output) if it
-/// fails or does not finish within `secs`.
-fn child_ok(role: &str, env: &[(&str, &str)], secs: u64) -> String {
-    let out = common::run_child_test(
+/// Runs role `role` in a child with `env` (the preemption variables of our own environment
+/// removed); returns how it ended. Panics if it does not finish within `secs`.
+fn child_run(role: &str, env: &[(&str, &str)], secs: u64) -> std::process::Output {
+    common::run_child_test(
         CHILD,
         role,
         env,
         &["GOMAXPROCS", "GORT_PREEMPT", "GORT_QUANTUM_US"],
         Duration::from_secs(secs),
-    );
+    )
+}
+
+/// Runs role `role` in a child with `env`; returns its stdout. Panics (with its output) if it
+/// fails or does not finish within `secs`.
+fn child_ok(role: &str, env: &[(&str, &str)], secs: u64) -> String {
+    let out = child_run(role, env, secs);
     assert!(
         out.status.success(),
         "child {role}: {}",
@@ -121,15 +127,7 @@ fn asm_loop_without_frame_does_not_starve_main_migrate() {
 /// With preemption off the same program starves: the child is killed (expected).
 #[test]
 fn loop_starves_main_when_off() {
-    let r = std::panic::catch_unwind(|| {
-        common::run_child_test(
-            CHILD,
-            "loop",
-            &[("GORT_PREEMPT", "off")],
-            &["GOMAXPROCS", "GORT_QUANTUM_US"],
-            Duration::from_secs(3),
-        )
-    });
+    let r = std::panic::catch_unwind(|| child_run("loop", &[("GORT_PREEMPT", "off")], 3));
     match r {
         Err(e) => {
             let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
@@ -2408,13 +2406,7 @@ fn rotation(mode: &str) {
     let env = [("GORT_PREEMPT", mode), ("GORT_QUANTUM_US", "1000")];
     let mut failed = Vec::new();
     for _ in 0..3 {
-        let out = common::run_child_test(
-            CHILD,
-            "rotation",
-            &env,
-            &["GOMAXPROCS", "GORT_PREEMPT", "GORT_QUANTUM_US"],
-            Duration::from_secs(60),
-        );
+        let out = child_run("rotation", &env, 60);
         let stdout = String::from_utf8_lossy(&out.stdout);
         if out.status.success() {
             println!("{stdout}");

@@ -83,11 +83,9 @@ pub(crate) fn pidleget_for(s: &Sched, sy: &mut Synced, p2: *mut P) -> Option<*mu
                 pr.id
             ));
         }
-        sy.pidle.swap_remove(i);
-        // SeqCst: see pidleput.
-        s.npidle.fetch_sub(1, Ordering::SeqCst);
-        crate::sched::sysmon::p_left_idle(s);
-        return Some(p2);
+        // To the top of the list, where `pidleget` takes it with the usual bookkeeping.
+        let top = sy.pidle.len() - 1;
+        sy.pidle.swap(i, top);
     }
     pidleget(s, sy)
 }
