@@ -64,6 +64,7 @@ pub fn self_command() -> Command {
         if let Some(program) = words.next() {
             let mut command = Command::new(program);
             command.args(words).arg(exe);
+            dies_with_parent(&mut command);
             return command;
         }
     }
@@ -80,9 +81,36 @@ pub fn command_for(exe: &std::path::Path) -> Command {
             command.arg("-L").arg(sysroot);
         }
         command.arg(exe);
+        dies_with_parent(&mut command);
         return command;
     }
-    Command::new(exe)
+    let mut command = Command::new(exe);
+    dies_with_parent(&mut command);
+    command
+}
+
+/// The child gets SIGKILL when the thread that spawned it ends (`PR_SET_PDEATHSIG`): a test
+/// binary killed by a timeout or ^C must not leave children behind — a spinning stress child
+/// outliving its parent skews every later run on a 2-CPU machine (the pinning tests and the
+/// benchmarks measure CPU placement and time).
+fn dies_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid is async-signal-safe, called before the fork.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+    // functions (prctl, getppid, _exit); it touches no lock or allocation.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died between the fork and the prctl: no signal will come.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The qemu-user binary running this process, if it is emulated.
