@@ -9,6 +9,7 @@
 #   EXTRA="GORT_PIN=0" bash benches/net.sh     # one more gort column, with that environment
 #   THREADS=1 bash benches/net.sh       # also, per run, each thread's CPU and run-queue wait
 #   BASE=HEAD~1 bash benches/net.sh     # one more column: gort's examples built at that commit
+#   SCHED=1 bash benches/net.sh         # also, per run, where the client waited (perf sched)
 #
 # A developer tool, not run by CI. Set-up as compare.sh: the Go anchor and the Rust peers
 # (echoclient, tokio_bench) are built if missing; gort's examples always (release). Needs
@@ -19,6 +20,12 @@
 # and involuntary context switches per round trip or request, and each side's CPU per round
 # trip. On a machine where client and server saturate the CPUs, throughput is the CPUs
 # divided by the sum of the two sides' CPU per round trip (BENCHMARKS.md, "Network").
+#
+# SCHED=1 (needs `perf`, from Debian's linux-perf) records the kernel's scheduler events for
+# 1 s in the middle of each run and prints how long the client was runnable but not running,
+# how much of that while some CPU was idle (time a better placement of the server's threads
+# would have given the client), and which threads preempted it. On a saturated machine that
+# idle-CPU wait is throughput lost to placement, not to anybody's CPU cost.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +34,7 @@ ROUNDS=${ROUNDS:-5}
 WHAT=${WHAT:-echo http}
 EXTRA=${EXTRA:-}
 THREADS=${THREADS:-0}
+SCHED=${SCHED:-0}
 BASE=${BASE:-}
 GO_ANCHOR=${GO_ANCHOR:-/tmp/go-anchor}
 PEERS_SRC=${PEERS_SRC:-/tmp/rust-peers}
@@ -44,6 +52,7 @@ echo "== building gort's examples echo and http (release)"
 (cd "$ROOT" && CARGO_TARGET_DIR="$GORT_TARGET" timeout 1800 cargo build --release \
     --example echo --example http 2>&1 | tail -n 1) || die "building the examples failed"
 case " $WHAT " in *" http "*) command -v wrk >/dev/null || die "HTTP needs wrk";; esac
+[ "$SCHED" = 1 ] && { command -v perf >/dev/null || die "SCHED=1 needs perf (apt-get install linux-perf)"; }
 
 SERVERS=(gort go tokio)
 [ -n "$EXTRA" ] && SERVERS+=(gort+)
@@ -101,6 +110,45 @@ threads() {
               side, tr, tw, v / n, iv / n, tr * 1000 / n }'
 }
 
+# placement <perf.data> <client tids> <server tids>: the client's waits in a `perf sched
+# record` (SCHED=1, see the top). Threads are told apart by tid, CPUs idle by `swapper`.
+placement() {
+    perf script -i "$1" -F cpu,time,event,trace 2>/dev/null | awk -v cl=" $2 " -v sv=" $3 " '
+        function isc(t) { return index(cl, " " t " ") > 0 }
+        function iss(t) { return index(sv, " " t " ") > 0 }
+        function field(name,   i) {
+            for (i = 1; i <= NF; i++) if (index($i, name "=") == 1) return substr($i, length(name) + 2)
+            return ""
+        }
+        {
+            cpu = $1; gsub(/[][]/, "", cpu); cpu += 0; t = $2; sub(/:$/, "", t); t += 0
+            ev = $3; sub(/:$/, "", ev)
+            if (NR == 1) t0 = t
+            if (!(cpu in cur)) { cur[cpu] = -1; ncpu++ }
+            if (last != "") {
+                dt = t - last; idle = 0
+                for (c in cur) if (cur[c] == 0) idle = 1
+                for (w in runnable) if (runnable[w] && !(w in oncpu)) { wait += dt; if (idle) wait_idle += dt }
+            }
+            last = t
+            if (ev == "sched:sched_switch") {
+                prev = field("prev_pid"); st = field("prev_state"); nxt = field("next_pid")
+                if (isc(prev)) {
+                    delete oncpu[prev]; runnable[prev] = (st ~ /^R/)
+                    if (st ~ /^R/) { if (iss(nxt)) by_server++; else by_other++ }
+                }
+                cur[cpu] = nxt + 0
+                if (isc(nxt)) { oncpu[nxt] = 1; runnable[nxt] = 1 }
+            } else if (ev == "sched:sched_waking") {
+                w = field("pid"); if (isc(w)) runnable[w] = 1
+            }
+        }
+        END {
+            printf "    client waited %4.0f ms runnable in %.2f s, %4.0f ms of it with a CPU idle; preempted by the server %d times, by others %d\n",
+                wait * 1000, last - t0, wait_idle * 1000, by_server, by_other
+        }'
+}
+
 # run <workload> <server>: one run; prints "value [p99]".
 run() {
     local out cp wp sp d
@@ -112,6 +160,15 @@ run() {
         timeout 30 wrk -t1 -c64 -d5s --latency "http://127.0.0.1:$PORT/" >"$d/out" 2>&1 &
     fi
     cp=$!
+    if [ "$SCHED" = 1 ]; then
+        sleep 2
+        sp=$(pgrep -n -P "$SP" || echo "$SP")
+        wp=$(pgrep -n -P "$cp" || echo "$cp")
+        local stids ctids
+        stids=$(ls /proc/"$sp"/task 2>/dev/null | tr '\n' ' ')
+        ctids=$(ls /proc/"$wp"/task 2>/dev/null | tr '\n' ' ')
+        timeout 20 perf sched record -o "$d/sched.data" -- sleep 1 >/dev/null 2>&1
+    fi
     if [ "$THREADS" = 1 ]; then
         sleep 1.5
         # The processes under `timeout`.
@@ -127,6 +184,9 @@ run() {
         out="$(awk '/Requests\/sec/{printf "%d", $2}' "$d/out") $(awk '$1=="99%"{print $2}' "$d/out")"
     fi
     echo "$out"
+    if [ "$SCHED" = 1 ] && [ -s "$d/sched.data" ]; then
+        placement "$d/sched.data" "$ctids" "$stids" >&2
+    fi
     if [ "$THREADS" = 1 ] && [ -s "$d/s2" ]; then
         local ops=$(( ${out%% *} * 3 ))
         [ "$ops" -gt 0 ] && { threads server "$d/s1" "$d/s2" "$ops"; threads client "$d/c1" "$d/c2" "$ops"; } >&2
