@@ -275,12 +275,14 @@ impl Sched {
         let allp: Box<[AtomicPtr<P>]> = (0..MAX_PROCS)
             .map(|_| AtomicPtr::new(std::ptr::null_mut()))
             .collect();
+        let cpus = allowed_cpus();
+        let ncpus = cpus.len();
         let s = Arc::new(Sched {
             stack_size: cfg.stack_size,
             pin: cfg.pin,
             pin_adaptive: cfg.pin && !cfg.pin_strict,
             max_threads: cfg.max_threads,
-            cpus: allowed_cpus(),
+            cpus,
             gomaxprocs: AtomicU32::new(0),
             allp,
             nprocs_created: AtomicU32::new(0),
@@ -311,6 +313,7 @@ impl Sched {
             retired_counters: PCounters::default(),
             timers: crate::time::SchedTimers::new(),
             netpoll: crate::netpoll::Poller::new(),
+            place: crate::netpoll::place::Place::new(ncpus),
             preempt: crate::preempt::PreemptState::new(cfg.preempt, cfg.quantum),
             mlocked: AtomicU64::new(0),
             quantum_ns: cfg.quantum.as_nanos().min(u64::MAX as u128) as u64,

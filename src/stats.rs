@@ -59,6 +59,10 @@ pub struct Stats {
     pub net_blocking_polls: u64,
     /// Goroutines (and plain threads) readied by the network poller.
     pub net_readied: u64,
+    /// Times the M about to block in the network poller first moved to the idlest CPU, where
+    /// the sockets' wake-ups then land instead of preempting the sender (`netpoll/place.rs`;
+    /// only while Ms are not pinned).
+    pub net_blocker_moves: u64,
     /// `gort::syscall` calls by goroutines.
     pub syscalls: u64,
     /// Ps sysmon took from a goroutine blocked in `gort::syscall` with work waiting on the P
@@ -133,6 +137,7 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         net_polls: np.polls,
         net_blocking_polls: np.blocking_polls,
         net_readied: np.readied,
+        net_blocker_moves: s.place.moves(),
         preempt: s.preempt.stats(),
         syscalls: t[10],
         handoffs_syscall_work: s.sysmon.handoffs[0].load(Ordering::Relaxed),
@@ -183,7 +188,7 @@ impl fmt::Display for Stats {
             f,
             "yields={} parks={}  queued: local={} global={}  idle_procs={} spinning={}\n\
              timers: run={} pending={}\n\
-             netpoll: polls={} blocking={} readied={}\n\
+             netpoll: polls={} blocking={} readied={} blocker moves={}\n\
              syscalls={} handoffs: syscall work={} (watched {}) idle={} long={} foreign={}{}\n\
              threads: live={} idle={} locked={}  sysmon rounds={}  pinning: {} (relaxed {}x)\n\
              stacks: {} mapped, {} MiB reserved, guards by {}",
@@ -198,6 +203,7 @@ impl fmt::Display for Stats {
             self.net_polls,
             self.net_blocking_polls,
             self.net_readied,
+            self.net_blocker_moves,
             self.syscalls,
             self.handoffs_syscall_work,
             self.handoffs_syscall_watched,

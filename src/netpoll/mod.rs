@@ -25,7 +25,9 @@
 //!    sleeps in `epoll_wait` until its deadline (the earliest timer if it is the timer
 //!    sleeper, else none) instead of on its futex. So the timer sleeper role becomes "the
 //!    netpoll blocker" whenever sockets exist, and an idle runtime with sockets has exactly
-//!    one M in `epoll_wait` and uses no CPU.
+//!    one M in `epoll_wait` and uses no CPU. While the Ms are not pinned, the blocker first
+//!    moves to the idlest CPU, so that the sockets' wake-ups do not preempt their sender
+//!    (`place.rs`).
 //! 3. **sysmon**: polls if nobody has for 10 ms (see `sysmon_poll`), so that goroutines
 //!    waiting on sockets are not starved by Ms that never run out of work.
 //!
@@ -69,6 +71,7 @@
 
 pub(crate) mod epoll;
 pub(crate) mod fd;
+pub(crate) mod place;
 
 use crate::loom::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::sched::Sched;
@@ -322,6 +325,8 @@ pub(crate) fn block_idle(m: &M, deadline: u64, out: &mut Ready) -> Option<bool> 
     // SeqCst fence: orders the store above before the note load below (module docs).
     fence(Ordering::SeqCst);
     if !m.park.is_signalled() {
+        // Block on the idlest CPU, where the sockets' wake-up will then go (`place.rs`).
+        place::settle(m);
         np.poll(ep, deadline.max(1), out);
     }
     // Release: the role is free again; pairs with nothing in particular (the next claimant's
@@ -374,6 +379,12 @@ pub(crate) fn sysmon_poll(s: &Sched, now: u64) -> usize {
     let n = ready.len;
     ready.wake_all();
     n
+}
+
+/// Whether sockets are registered (a hint: sysmon's samplers).
+pub(crate) fn has_sockets(s: &Sched) -> bool {
+    // Relaxed: a hint; see `poll_ready`.
+    s.netpoll.nfds.load(Ordering::Relaxed) != 0
 }
 
 /// Whether `m` is the M blocked in the poller (a hint for `startm`).

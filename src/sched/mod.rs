@@ -168,6 +168,8 @@ mod imp {
         pub(crate) timers: crate::time::SchedTimers,
         /// The network poller (created at the first socket; see `netpoll/mod.rs`).
         pub(crate) netpoll: crate::netpoll::Poller,
+        /// Where the poller's blocker sleeps: per-CPU idle shares (`netpoll/place.rs`).
+        pub(crate) place: crate::netpoll::place::Place,
         /// Asynchronous preemption: mode, quantum, monitor, counters (`preempt/mod.rs`).
         pub(crate) preempt: crate::preempt::PreemptState,
         /// Ms with a goroutine locked to them (statistics).

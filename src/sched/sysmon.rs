@@ -385,6 +385,8 @@ struct Sysmon {
     ps: Vec<PRecord>,
     /// Contention-adaptive pinning's sampler (`pinning.rs`).
     pinning: crate::sched::pinning::Watch,
+    /// The netpoll blocker's CPU-idleness sampler (`netpoll/place.rs`).
+    place: crate::netpoll::place::Sampler,
     /// The earliest time a nudged syscall will have lasted a tick (or `u64::MAX`).
     due: u64,
     /// Probes started so far: the next probe's token is one more (see [`Probe`]).
@@ -396,6 +398,7 @@ impl Sysmon {
         Sysmon {
             ps: Vec::new(),
             pinning: crate::sched::pinning::Watch::new(),
+            place: crate::netpoll::place::Sampler::new(),
             due: u64::MAX,
             probes: 0,
         }
@@ -531,6 +534,7 @@ impl Sysmon {
         if s.pin_adaptive {
             self.pinning.look(s, now);
         }
+        self.place.look(s, now);
         self.retake(s, now) || polled
     }
 
