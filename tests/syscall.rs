@@ -305,6 +305,67 @@ fn backed_off_then_blocked() -> u64 {
     seen
 }
 
+/// A goroutine whose P sysmon took while it slept in the kernel without `gort::syscall` parks
+/// on a channel at its next runtime call, still holding the channel's lock: the park must
+/// release it without waiting for a P (`Action::ParkNoP`). Waiting first, as any other runtime
+/// call does, kept the lock while the goroutine that had been given the P tried the same
+/// channel — and blocked its M, with the only P, on that lock: a deadlock (the chan suite hung
+/// 3 runs in 10 under 100 µs quanta and two busy loops).
+fn park_without_p_child() {
+    let rt = runtime(1);
+    let detects = rt.block_on(|| {
+        // sysmon starts with the first M; give it a moment to look around.
+        std::thread::sleep(Duration::from_millis(20));
+        gort::stats().foreign_detection
+    });
+    if !detects {
+        rt.shutdown();
+        println!("foreign-blocking detection is unavailable here (qemu-user): skipped");
+        println!("park_without_p ok");
+        return;
+    }
+    let (got, st) = rt.block_on(|| {
+        let (tx, rx) = gort::chan::bounded::<u32>(0);
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = started.clone();
+        let a = gort::go(move || {
+            flag.store(true, Ordering::SeqCst);
+            // Asleep in the kernel without `gort::syscall`, the P in hand: sysmon hands the P
+            // to an M for B.
+            std::thread::sleep(Duration::from_millis(100));
+            // Back without a P: the receive finds no sender waiting and parks.
+            rx.recv().unwrap()
+        });
+        while !started.load(Ordering::SeqCst) {
+            gort::yield_now();
+        }
+        // B offers the value without waiting, again and again: each try takes the lock.
+        let mut v = 7;
+        loop {
+            match tx.try_send(v) {
+                Ok(()) => break,
+                Err(gort::chan::TrySendError::Full(back)) => v = back,
+                Err(e) => panic!("try_send: {e:?}"),
+            }
+            std::hint::spin_loop();
+        }
+        (a.join().unwrap(), gort::stats())
+    });
+    assert_eq!(got, 7);
+    assert!(
+        st.handoffs_foreign >= 1,
+        "sysmon never took A's P: the case was not exercised\n{st}"
+    );
+    rt.shutdown();
+    println!("park_without_p ok");
+}
+
+#[test]
+fn park_after_losing_the_p_releases_the_channel_lock() {
+    let out = run_child("park_without_p", &[]);
+    assert_child_ok("park_without_p", &out);
+}
+
 /// GOMAXPROCS = 1 with spare Ms: B progresses while A blocks, and (within a few rounds: the
 /// spare M may be the timer sleeper or the netpoll blocker, which are never woken for this) a
 /// watcher, not sysmon, took the P. The watcher's CAS against exitsyscall's is the one
@@ -588,6 +649,7 @@ fn child() {
         "thousand" => thousand_syscalls_child(),
         "thread_limit" => thread_limit_child(),
         "watcher" => watcher_child(),
+        "park_without_p" => park_without_p_child(),
         _ => {
             let (how, procs) = role.rsplit_once('_').unwrap();
             let procs: usize = procs.parse().unwrap();

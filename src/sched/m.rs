@@ -46,6 +46,12 @@ pub(crate) enum Action {
     /// idles. Without this the dead-to-be G queued for a P like any other (`NoP`) and, if a
     /// shutdown came first, was abandoned with its stack.
     ExitNoP,
+    /// The G parks, and its M lost its P while it ran (foreign blocking): g0 marks it Waiting
+    /// and calls `park_fn` without a P, then the M idles. `park_fn` is what releases the lock
+    /// of a channel the G parks on; waiting for a P first (`regain_p`, as any other runtime
+    /// call) held that lock while the M that got the P blocked on it — a deadlock with one
+    /// P (the chan suite under 100 µs quanta and two busy loops: 3 runs in 10 hung).
+    ParkNoP,
 }
 
 pub(crate) type ParkFn = unsafe fn(*mut G, usize) -> bool;

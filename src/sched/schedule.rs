@@ -179,6 +179,18 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
         gfput_global(s, g);
         return None;
     }
+    if action == Action::ParkNoP {
+        // On g0, without a P (`mcall`): the park function needs none (it commits the wait
+        // or releases a channel lock). A G whose wait was already over goes to the global
+        // queue, since this M has no P to run it on.
+        if !park_g(m, g) {
+            // SAFETY: still ours: nobody readies a G whose park function said no.
+            unsafe { (*g).set_status(Status::Runnable) };
+            globrunqput(s, g);
+            idle::wake_for_global(s);
+        }
+        return None;
+    }
     // SAFETY: every other action comes from a goroutine whose M holds a P (`mcall` checked).
     let pr = unsafe { &*m.p.get() };
     match action {
@@ -205,17 +217,7 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
             None
         }
         Action::Park => {
-            // SAFETY: as above; status Waiting must be visible before `f` publishes the
-            // parking (set_status is a release store).
-            unsafe { (*g).set_status(Status::Waiting) };
-            let f = m.park_fn.take();
-            let arg = m.park_arg.get();
-            let parked = match f {
-                // SAFETY: gopark's contract: `f` is valid for `(g, arg)`.
-                Some(f) => unsafe { f(g, arg) },
-                None => true,
-            };
-            if parked {
+            if park_g(m, g) {
                 // The G may already be running elsewhere: do not touch it again.
                 return None;
             }
@@ -238,9 +240,26 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
             gfput(s, pr, g);
             None
         }
-        Action::None | Action::NoP | Action::ExitNoP => {
+        Action::None | Action::NoP | Action::ExitNoP | Action::ParkNoP => {
             fatal("goroutine stopped without an action")
         }
+    }
+}
+
+/// `Park`'s and `ParkNoP`'s common part: mark the stopped G Waiting and run its park function
+/// (`gopark`'s unlock function). True if it parked; false if its wait was already over (the G
+/// is still ours then).
+#[inline]
+fn park_g(m: &M, g: *mut G) -> bool {
+    // SAFETY: the G is stopped and ours; status Waiting must be visible before the park
+    // function publishes the parking (set_status is a release store).
+    unsafe { (*g).set_status(Status::Waiting) };
+    let f = m.park_fn.take();
+    let arg = m.park_arg.get();
+    match f {
+        // SAFETY: gopark's contract: `f` is valid for `(g, arg)`.
+        Some(f) => unsafe { f(g, arg) },
+        None => true,
     }
 }
 
@@ -313,6 +332,21 @@ pub(crate) fn mcall(action: Action, park: Option<(ParkFn, usize)>) -> bool {
         // SAFETY: `g` is the running goroutine of this M; g0's context was saved by `execute`.
         unsafe { arch::switch(&mut (*g).ctx, m.g0.get(), 0) };
         fatal("a goroutine resumed after it exited");
+    } else if let Some((f, arg)) = park
+        && syscall::exit_without_p(m)
+    {
+        // Parking without a P (`Action::ParkNoP`): the park function may release a lock that
+        // whoever holds the P now is waiting for, so it must not wait for a P first.
+        m.park_fn.set(Some(f));
+        m.park_arg.set(arg);
+        m.action.set(Action::ParkNoP);
+        // SAFETY: as above. The value passed back on resumption is the resuming M.
+        let resumed_on = unsafe { arch::switch(&mut (*g).ctx, m.g0.get(), 0) };
+        // SAFETY: every switch into a goroutine passes the resuming M.
+        post_switch(unsafe { &*(resumed_on as *const M) });
+        // SAFETY: raised above; `g` is this goroutine wherever it resumed.
+        unsafe { crate::preempt::g_nopreempt_dec(g) };
+        return true;
     } else {
         syscall::regain_p(m)
     };
@@ -370,7 +404,18 @@ pub(crate) fn mcall(action: Action, park: Option<(ParkFn, usize)>) -> bool {
 pub(crate) fn post_switch(m: &M) {
     let prev = m.prev.replace(std::ptr::null_mut());
     if !prev.is_null() {
+        // `finish` uses this M's P after calls that may sleep in the kernel: a park callback
+        // taking a contended lock, the allocator freeing a dead G's name. On g0 sysmon never
+        // takes the P (`execute` marks g0 as runtime-blocking); here, on the next goroutine's
+        // stack, its /proc detector would see a goroutine asleep in the kernel and take the P
+        // — and `finish` would then queue on, or free Gs onto, a P another M holds. So the
+        // same mark, for the length of `finish`. The goroutine's raised no-preempt count
+        // (`mcall`) keeps it on this M meanwhile.
+        // Relaxed (both): own-thread counter, read by sysmon only while this thread sleeps.
+        let n = m.rt_blocking.load(Ordering::Relaxed);
+        m.rt_blocking.store(n + 1, Ordering::Relaxed);
         finish(m, prev, m.prev_action.replace(Action::None), false);
+        m.rt_blocking.store(n, Ordering::Relaxed);
     }
 }
 
