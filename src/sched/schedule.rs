@@ -184,10 +184,8 @@ fn finish(m: &M, g: *mut G, action: Action, on_g0: bool) -> Option<*mut G> {
         // or releases a channel lock). A G whose wait was already over goes to the global
         // queue, since this M has no P to run it on.
         if !park_g(m, g) {
-            // SAFETY: still ours: nobody readies a G whose park function said no.
-            unsafe { (*g).set_status(Status::Runnable) };
-            globrunqput(s, g);
-            idle::wake_for_global(s);
+            // Still ours: nobody readies a G whose park function said no.
+            syscall::nop_finish(s, g);
         }
         return None;
     }
@@ -324,16 +322,17 @@ pub(crate) fn mcall(action: Action, park: Option<(ParkFn, usize)>) -> bool {
     };
     // The choke point: is the P still ours (sysmon may have taken it while we blocked)?
     // Getting it back may move us to another M. A finished goroutine needs none: it exits
-    // without (`Action::ExitNoP`), and is never resumed.
+    // without (`Action::ExitNoP`), and is never resumed. A parking one must not wait for one
+    // (`Action::ParkNoP`): it parks first, and a P is found for it when it is readied.
     let m = if syscall::owns(m, m.p.get()) {
         m
-    } else if action == Action::Exit && syscall::exit_without_p(m) {
+    } else if action == Action::Exit && syscall::gone_without_p(m) {
         m.action.set(Action::ExitNoP);
         // SAFETY: `g` is the running goroutine of this M; g0's context was saved by `execute`.
         unsafe { arch::switch(&mut (*g).ctx, m.g0.get(), 0) };
         fatal("a goroutine resumed after it exited");
     } else if let Some((f, arg)) = park
-        && syscall::exit_without_p(m)
+        && syscall::gone_without_p(m)
     {
         // Parking without a P (`Action::ParkNoP`): the park function may release a lock that
         // whoever holds the P now is waiting for, so it must not wait for a P first.
@@ -342,10 +341,7 @@ pub(crate) fn mcall(action: Action, park: Option<(ParkFn, usize)>) -> bool {
         m.action.set(Action::ParkNoP);
         // SAFETY: as above. The value passed back on resumption is the resuming M.
         let resumed_on = unsafe { arch::switch(&mut (*g).ctx, m.g0.get(), 0) };
-        // SAFETY: every switch into a goroutine passes the resuming M.
-        post_switch(unsafe { &*(resumed_on as *const M) });
-        // SAFETY: raised above; `g` is this goroutine wherever it resumed.
-        unsafe { crate::preempt::g_nopreempt_dec(g) };
+        resumed(resumed_on, g);
         return true;
     } else {
         syscall::regain_p(m)
@@ -389,13 +385,19 @@ pub(crate) fn mcall(action: Action, park: Option<(ParkFn, usize)>) -> bool {
             unsafe { arch::switch(&mut (*g).ctx, m.g0.get(), 0) }
         }
     };
-    // Resumed, maybe on another M: the switch value is the M that resumed us (`m` may be
-    // stale). Nothing of the old `m` is used from here on.
+    resumed(resumed_on, g);
+    true
+}
+
+/// `mcall`'s goroutine `g`, resumed, maybe on another M: `resumed_on` is the switch value,
+/// the M that resumed it (`mcall`'s `m` may be stale; nothing of it is used from here on).
+/// Carries out the previous goroutine's action and lowers the count `mcall` raised.
+#[inline(always)]
+fn resumed(resumed_on: usize, g: *mut G) {
     // SAFETY: every switch into a goroutine passes the resuming M.
     post_switch(unsafe { &*(resumed_on as *const M) });
-    // SAFETY: raised above; `g` is this goroutine wherever it resumed.
+    // SAFETY: raised by `mcall`; `g` is this goroutine wherever it resumed.
     unsafe { crate::preempt::g_nopreempt_dec(g) };
-    true
 }
 
 /// Run right after a switch lands in a goroutine: if the previous goroutine switched here

@@ -171,10 +171,11 @@ fn keep_or_forget_p(m: &M) -> bool {
 
 /// For a finishing or parking goroutine whose M failed the ownership check (`mcall(Exit)`,
 /// `mcall(Park)`): true if the P is gone — `m` has forgotten it, and the goroutine exits or
-/// parks without one (`Action::ExitNoP`, `Action::ParkNoP`). False: `m` holds the P after all, or the goroutine is inside
-/// `gort::syscall`'s closure (`m.p` null), or locked to its thread (its exit needs the
-/// locked-thread bookkeeping): the caller regains a P as for any runtime call.
-pub(crate) fn exit_without_p(m: &M) -> bool {
+/// parks without one (`Action::ExitNoP`, `Action::ParkNoP`). False: `m` holds the P after
+/// all, or the goroutine is inside `gort::syscall`'s closure (`m.p` null), or locked to its
+/// thread (its exit or park needs the locked-thread bookkeeping): the caller regains a P as
+/// for any runtime call.
+pub(crate) fn gone_without_p(m: &M) -> bool {
     !m.p.get().is_null() && m.lockedg.get().is_null() && !keep_or_forget_p(m)
 }
 
