@@ -63,6 +63,10 @@ pub struct Stats {
     /// the sockets' wake-ups then land instead of preempting the sender (`netpoll/place.rs`;
     /// only while Ms are not pinned).
     pub net_blocker_moves: u64,
+    /// Batches of goroutines a network poll brought back that the polling M kept to itself,
+    /// waking no helper M, because the CPUs were taken by other processes (`netpoll/place.rs`,
+    /// "Helpers"; only while Ms are not pinned).
+    pub net_helpers_withheld: u64,
     /// `gort::syscall` calls by goroutines.
     pub syscalls: u64,
     /// Ps sysmon took from a goroutine blocked in `gort::syscall` with work waiting on the P
@@ -138,6 +142,7 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         net_blocking_polls: np.blocking_polls,
         net_readied: np.readied,
         net_blocker_moves: s.place.moves(),
+        net_helpers_withheld: s.place.withheld(),
         preempt: s.preempt.stats(),
         syscalls: t[10],
         handoffs_syscall_work: s.sysmon.handoffs[0].load(Ordering::Relaxed),
@@ -188,7 +193,7 @@ impl fmt::Display for Stats {
             f,
             "yields={} parks={}  queued: local={} global={}  idle_procs={} spinning={}\n\
              timers: run={} pending={}\n\
-             netpoll: polls={} blocking={} readied={} blocker moves={}\n\
+             netpoll: polls={} blocking={} readied={} blocker moves={} helpers withheld={}\n\
              syscalls={} handoffs: syscall work={} (watched {}) idle={} long={} foreign={}{}\n\
              threads: live={} idle={} locked={}  sysmon rounds={}  pinning: {} (relaxed {}x)\n\
              stacks: {} mapped, {} MiB reserved, guards by {}",
@@ -204,6 +209,7 @@ impl fmt::Display for Stats {
             self.net_blocking_polls,
             self.net_readied,
             self.net_blocker_moves,
+            self.net_helpers_withheld,
             self.syscalls,
             self.handoffs_syscall_work,
             self.handoffs_syscall_watched,

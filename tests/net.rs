@@ -218,6 +218,87 @@ at_procs!(
     blocking_poll_wakes_both
 );
 
+/// Busy loops in child processes (`sh`), killed on drop.
+struct Burners(Vec<std::process::Child>);
+
+impl Burners {
+    fn start(n: usize) -> Burners {
+        Burners(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("spawning sh")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Goroutines a network poll brings back wake no helper M while other processes take the
+/// CPUs (`netpoll/place.rs`, "Helpers"): with a busy loop on every allowed CPU but one, a
+/// ping-pong with one goroutine at GOMAXPROCS 2 (Ms not pinned, so the CPUs are sampled) has
+/// its helpers withheld, and every message still comes back. The bound only catches a gate
+/// that never closes; no timing is asserted.
+#[test]
+fn polled_goroutines_wake_no_helper_beside_busy_processes() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !(2..=16).contains(&cpus) {
+        return;
+    }
+    let burners = Burners::start(cpus - 1);
+    guarded(move || {
+        let rt = Runtime::builder()
+            .procs(2)
+            .pin_threads(false)
+            .build()
+            .unwrap();
+        let l = rt.block_on(|| TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = l.local_addr().unwrap();
+        let server = rt.spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut b = [0u8; 1];
+            let mut n = 0u64;
+            while s.read(&mut b).unwrap() == 1 {
+                s.write_all(&b).unwrap();
+                n += 1;
+            }
+            n
+        });
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_nodelay(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut sent = 0u64;
+        while rt.stats().net_helpers_withheld == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no helper withheld in 60 s beside {} busy loop(s): {}",
+                cpus - 1,
+                rt.stats()
+            );
+            let b = [sent as u8];
+            c.write_all(&b).unwrap();
+            let mut r = [0u8; 1];
+            c.read_exact(&mut r).unwrap();
+            assert_eq!(r, b);
+            sent += 1;
+        }
+        drop(c);
+        assert_eq!(server.join().unwrap(), sent, "every message came back");
+    });
+    drop(burners);
+}
+
 /// A FIN that arrives with the last data: the read returns the data (short) and the kernel
 /// eats the FIN, so the next read returns end-of-file at once with no edge to come. It must
 /// not wait for one (`netpoll::fd`, "Drained TCP reads"). The writer corks its socket so that

@@ -18,7 +18,9 @@
 //! 1. **Non-blocking poll, before stealing** (`find_runnable`, step 3b): an M whose local and
 //!    global queues are empty polls with a zero timeout, if sockets exist and no M is blocked
 //!    in the poller (Go's `lastpoll != 0` test: the blocked M gets the events anyway). The Gs
-//!    it readies go to its own P's `runnext`/ring (`goready`), so it runs them next.
+//!    it readies go to its own P's `runnext`/ring (`goready`), so it runs them next. They
+//!    wake a helper M only if a CPU is left for one ([`wake_batch`]; `place.rs`, "Helpers"),
+//!    as do those of a blocking poll whose M then gets a P.
 //! 2. **Blocking poll, instead of sleeping**: an M with nothing to do goes idle
 //!    (`idle::stopm_until`): on the idle-M list, maybe as the timer sleeper with a deadline.
 //!    If sockets exist and no other M is the *blocker*, it claims [`Poller::blocker`] and
@@ -249,11 +251,16 @@ impl Ready {
 
     /// Wake everyone collected: onto this M's P if it holds one, else the global queue.
     pub(crate) fn wake_all(&mut self) {
+        self.wake_all_with(true);
+    }
+
+    /// [`Ready::wake_all`]; goroutines queued on this M's P wake a helper M only if `helper`.
+    fn wake_all_with(&mut self, helper: bool) {
         let n = std::mem::replace(&mut self.len, 0);
         for w in &self.buf[..n] {
             // SAFETY: entries below the old `len` were written by `push` and are read once:
             // `len` is already 0, so neither a panic in `wake` nor `drop` reads them again.
-            unsafe { w.assume_init_read() }.wake();
+            unsafe { w.assume_init_read() }.wake_with(helper);
         }
     }
 }
@@ -268,19 +275,19 @@ impl Drop for Ready {
 /// `find_runnable`'s non-blocking poll (module docs, step 1). True if it readied goroutines
 /// (on this M's P): the caller starts over. Holder of a P only.
 #[inline]
-pub(crate) fn poll_ready(s: &Sched) -> bool {
-    let np = &s.netpoll;
+pub(crate) fn poll_ready(m: &M) -> bool {
+    let np = &m.sched.netpoll;
     // Relaxed: a hint. A socket registered concurrently was registered by a running party,
     // whose own waits reach a poller (its M's `find_runnable`, or `ensure_poller`).
     if np.nfds.load(Ordering::Relaxed) == 0 {
         return false;
     }
-    poll_ready_slow(s)
+    poll_ready_slow(m)
 }
 
 #[inline(never)]
-fn poll_ready_slow(s: &Sched) -> bool {
-    let np = &s.netpoll;
+fn poll_ready_slow(m: &M) -> bool {
+    let np = &m.sched.netpoll;
     // Relaxed: Go's `lastpoll != 0` test, a heuristic: the blocked M gets the events anyway.
     if !np.blocker.load(Ordering::Relaxed).is_null() {
         return false;
@@ -291,8 +298,18 @@ fn poll_ready_slow(s: &Sched) -> bool {
     let mut ready = Ready::new();
     np.poll(ep, 0, &mut ready);
     let any = !ready.is_empty();
-    ready.wake_all();
+    wake_batch(m, &mut ready);
     any
+}
+
+/// Wake the goroutines a poll by `m`, which holds a P, brought back: onto that P's queue, and
+/// a helper M is woken for them (`wakep`) only if a CPU is left for it (`place.rs`,
+/// "Helpers"). `m` runs them itself in any case: it is on its way back to `find_runnable`.
+pub(crate) fn wake_batch(m: &M, ready: &mut Ready) {
+    if ready.is_empty() {
+        return;
+    }
+    ready.wake_all_with(place::helper_wanted(&m.sched));
 }
 
 /// The idle M's blocking poll (module docs, step 2), called by `idle::stopm_until` after it

@@ -1,5 +1,7 @@
-//! Where the netpoll blocker sleeps: on the idlest CPU, so that the wake-ups sockets send it
-//! land on a CPU with room, not on the CPU of the thread that sent the data.
+//! Where the netpoll blocker sleeps — on the idlest CPU, so that the wake-ups sockets send it
+//! land on a CPU with room, not on the CPU of the thread that sent the data — and whether the
+//! goroutines a poll brings back get a helper M (section "Helpers"). Both are decided from how
+//! busy sysmon finds the CPUs, so that a server's threads leave its clients their CPU.
 //!
 //! # Why
 //! A write to a socket wakes the thread waiting in `epoll_wait` for it with a *sync* wake-up
@@ -28,10 +30,37 @@
 //!   previous CPU is then the idle one, and the wake-up goes there. An M already on a CPU
 //!   about as idle as any stays (no moves between equally loaded CPUs).
 //!
-//! Cost: sysmon reads `/proc/stat` (one `pread` of an open file, ~10 µs on 2 CPUs) every
-//! 50 ms while sockets exist; the blocker pays one `sched_getcpu` (rseq/vDSO) and two relaxed
-//! loads per blocking poll, and two `sched_setaffinity` calls plus a migration when it moves.
-//! Without `/proc/stat`, nothing moves.
+//! Cost: sysmon reads `/proc/stat` (one `pread` of an open file, ~10 µs on 2 CPUs) and the
+//! process's CPU clock every 50 ms while sockets exist; the blocker pays one `sched_getcpu`
+//! (rseq/vDSO) and two relaxed loads per blocking poll, and two `sched_setaffinity` calls plus
+//! a migration when it moves. Without `/proc/stat`, nothing moves.
+//!
+//! # Helpers
+//! Go's rule: goroutines readied onto an M's P wake another M (`wakep`) if a P is idle, so
+//! that the work fans out; a poll that brings back a batch does so too (Go's `injectglist`
+//! starts an M per idle P). That pays when the helper finds an idle CPU. Beside a process that
+//! keeps the other CPUs busy — the load generator next to a server, the client of a
+//! request/response service — it finds none: it time-slices with that process, preempting it
+//! at every wake-up, and the two Ms pass the work back and forth with futex wake-ups. Measured
+//! under `wrk -t1 -c64` against `examples/http.rs` on 2 CPUs (BENCHMARKS.md, "Network"):
+//! ~5,500 M wake-ups a second at GOMAXPROCS 2, and 7 % more requests at GOMAXPROCS 1, which
+//! has no helper to wake.
+//!
+//! So the sampler also keeps what the allowed CPUs give to *everything but this process*
+//! (`Place::others`: their busy shares summed, less this process's CPU time over the same
+//! interval, averaged as the idle shares), and [`crate::netpoll::wake_batch`] lets a polled
+//! batch wake a helper only if, with it, each of our busy Ps still has a CPU and the helper
+//! [`HELPER_SHARE`] of one that nobody else uses ([`helper_fits`]). Otherwise the polling M,
+//! which is on its way back to `find_runnable`, runs the batch itself. Our own Ms never count
+//! as others, so a server that keeps every CPU busy by itself still fans out, and with more
+//! CPUs than clients the helpers come as before. Everything else that readies goroutines
+//! (spawns, channels, timers, a spinner's hand-off) keeps Go's rule, and without fresh samples
+//! (Ms pinned, no sockets for a while, no `/proc/stat`) polled batches do too.
+//!
+//! The cost of a withheld helper is latency within a batch: its goroutines run one after
+//! another on one M, so one that computes for long delays the rest, by at most a quantum
+//! (the preemption monitor), as on a runtime with one P. `stats().net_helpers_withheld`
+//! counts the batches.
 //!
 //! # Rejected
 //! * Keeping the blocker pinned to the idle CPU while it waits: its wake-up would queue
@@ -61,6 +90,10 @@ pub(crate) const SAMPLE_NS: u64 = crate::sched::pinning::SAMPLE_NS;
 /// a few dozen times a second, +10 % in throughput; these values ~600 times a second, +11 %
 /// on echo and HTTP alike, and the client's wait with a CPU idle down to tokio's.
 pub(crate) const MARGIN: u32 = 100;
+/// A helper M is woken for goroutines a network poll brought back only if, with it, each of
+/// our busy Ps still has a CPU of its own and the helper this much of one, per mille, that
+/// nobody else uses (module docs, "Helpers").
+pub(crate) const HELPER_SHARE: u32 = 750;
 /// Weight of a new sample in the moving average: 1 / 2^AVG_SHIFT.
 const AVG_SHIFT: u32 = 2;
 /// Samples older than this are not acted on (sysmon sleeps long while the runtime idles).
@@ -77,6 +110,11 @@ pub(crate) struct Place {
     at: AtomicU64,
     /// Moves made (statistics, tests).
     moves: AtomicU64,
+    /// Average CPU the allowed CPUs gave to everything but this process, per mille of one
+    /// CPU (the sum over them: 2 CPUs fully taken is 2000); `u32::MAX` until sampled.
+    others: AtomicU32,
+    /// Batches of polled goroutines for which no helper M was woken (statistics).
+    withheld: AtomicU64,
 }
 
 impl Place {
@@ -86,6 +124,8 @@ impl Place {
             idlest: AtomicI32::new(-1),
             at: AtomicU64::new(0),
             moves: AtomicU64::new(0),
+            others: AtomicU32::new(u32::MAX),
+            withheld: AtomicU64::new(0),
         }
     }
 
@@ -93,6 +133,44 @@ impl Place {
         // Relaxed: statistics.
         self.moves.load(Ordering::Relaxed)
     }
+
+    pub(crate) fn withheld(&self) -> u64 {
+        // Relaxed: statistics.
+        self.withheld.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether a helper fits (module docs, "Helpers"): `others` per mille of a CPU taken by other
+/// processes from `ncpus` allowed CPUs, `busy` of our Ps running.
+#[inline]
+pub(crate) fn helper_fits(others: u32, ncpus: usize, busy: u32) -> bool {
+    let spare = (ncpus as u64 * 1000).saturating_sub(others as u64);
+    busy as u64 * 1000 + HELPER_SHARE as u64 <= spare
+}
+
+/// `netpoll::wake_batch`'s question: may the goroutines a poll just brought back wake a
+/// helper M? Yes unless the samples (fresh ones) say that no CPU is left for one. Any M.
+pub(crate) fn helper_wanted(s: &Sched) -> bool {
+    // Relaxed: a hint; with no P idle, `wakep` would do nothing anyway.
+    let idle = s.npidle.load(Ordering::Relaxed);
+    if idle == 0 {
+        return true;
+    }
+    let place = &s.place;
+    // Relaxed (both): hints; a stale one costs one needless or missed helper.
+    let others = place.others.load(Ordering::Relaxed);
+    if others == u32::MAX
+        || crate::time::nanotime().saturating_sub(place.at.load(Ordering::Relaxed)) > STALE_NS
+    {
+        return true;
+    }
+    let busy = s.procs().saturating_sub(idle);
+    if helper_fits(others, s.cpus.len(), busy) {
+        return true;
+    }
+    // Relaxed: statistics.
+    place.withheld.fetch_add(1, Ordering::Relaxed);
+    false
 }
 
 /// Whether an M on a CPU idle `cur` per mille of the time should move to one idle `best`.
@@ -157,6 +235,10 @@ pub(crate) struct Sampler {
     avg: Vec<Option<u32>>,
     buf: Vec<u8>,
     parsed: Vec<(usize, u64, u64)>,
+    /// This process's CPU time (ns) at the last sample, and the average CPU that others
+    /// took (per mille of a CPU; `None` until two samples).
+    own: u64,
+    others: Option<u32>,
 }
 
 impl Sampler {
@@ -169,6 +251,8 @@ impl Sampler {
             avg: Vec::new(),
             buf: Vec::new(),
             parsed: Vec::new(),
+            own: 0,
+            others: None,
         }
     }
 
@@ -182,7 +266,12 @@ impl Sampler {
         {
             return;
         }
+        let since = now - self.at;
+        let first = self.at == 0;
         self.at = now;
+        let own = process_cpu_ns();
+        let own_share = (own.saturating_sub(self.own) * 1000 / since.max(1)) as u32;
+        self.own = own;
         if self.file.is_none() {
             match File::open("/proc/stat") {
                 Ok(f) => self.file = Some(f),
@@ -202,20 +291,9 @@ impl Sampler {
             return;
         };
         parse_stat(&self.buf[..n], &mut self.parsed);
-        for &(cpu, idle, total) in &self.parsed {
-            let Ok(i) = s.cpus.binary_search(&cpu) else {
-                continue;
-            };
-            if let Some((li, lt)) = self.last[i]
-                && total > lt
-            {
-                let share = (idle.saturating_sub(li).min(total - lt) * 1000 / (total - lt)) as u32;
-                self.avg[i] = Some(match self.avg[i] {
-                    None => share,
-                    Some(a) => a - (a >> AVG_SHIFT) + (share >> AVG_SHIFT),
-                });
-            }
-            self.last[i] = Some((idle, total));
+        if let Some(a) = self.absorb(&s.cpus, own_share, first) {
+            // Relaxed: a hint for `helper_wanted`.
+            s.place.others.store(a, Ordering::Relaxed);
         }
         let mut best: Option<(usize, u32)> = None;
         for (i, a) in self.avg.iter().enumerate() {
@@ -232,6 +310,66 @@ impl Sampler {
             s.place.at.store(now, Ordering::Relaxed);
         }
     }
+}
+
+impl Sampler {
+    /// Fold the `/proc/stat` lines just parsed into the per-CPU idle averages; returns the
+    /// new average of what others took (per mille of a CPU), if this sample measured every
+    /// allowed CPU against an earlier one. `own`: this process's CPU over the interval, per
+    /// mille; `first`: there was no interval (the first sample).
+    fn absorb(&mut self, cpus: &[usize], own: u32, first: bool) -> Option<u32> {
+        // The busy shares of the allowed CPUs this interval, summed.
+        let mut busy = Some(0u32);
+        let mut seen = 0;
+        for &(cpu, idle, total) in &self.parsed {
+            let Ok(i) = cpus.binary_search(&cpu) else {
+                continue;
+            };
+            seen += 1;
+            match self.last[i] {
+                Some((li, lt)) if total > lt => {
+                    let share =
+                        (idle.saturating_sub(li).min(total - lt) * 1000 / (total - lt)) as u32;
+                    self.avg[i] = Some(match self.avg[i] {
+                        None => share,
+                        Some(a) => a - (a >> AVG_SHIFT) + (share >> AVG_SHIFT),
+                    });
+                    busy = busy.map(|b| b + 1000 - share);
+                }
+                _ => busy = None,
+            }
+            self.last[i] = Some((idle, total));
+        }
+        let busy = busy.filter(|_| seen == cpus.len() && !first)?;
+        let share = others_share(busy, own);
+        let a = match self.others {
+            None => share,
+            Some(a) => a - (a >> AVG_SHIFT) + (share >> AVG_SHIFT),
+        };
+        self.others = Some(a);
+        Some(a)
+    }
+}
+
+/// What the allowed CPUs gave to everything but us over an interval, per mille of one CPU:
+/// their busy shares summed, less this process's CPU over the same interval (its threads run
+/// only on allowed CPUs). The two come from different clocks (`/proc/stat` ticks, the
+/// process's CPU time), so the difference is clamped at 0.
+pub(crate) fn others_share(busy: u32, own: u32) -> u32 {
+    busy.saturating_sub(own)
+}
+
+/// This process's CPU time so far (ns), every thread's; 0 if the clock cannot be read.
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The per-CPU lines of `/proc/stat` (`cpuN user nice system idle iowait irq softirq steal
@@ -311,6 +449,51 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_helper_needs_three_quarters_of_a_cpu_nobody_else_uses() {
+        assert!(
+            !helper_fits(930, 2, 1),
+            "2 CPUs, one P busy, a client taking 0.93 of a CPU"
+        );
+        assert!(helper_fits(0, 2, 1), "an idle machine");
+        assert!(helper_fits(250, 2, 1), "the share itself");
+        assert!(!helper_fits(260, 2, 1));
+        assert!(helper_fits(1100, 2, 0), "no P busy: 0.9 of a CPU is room");
+        assert!(
+            helper_fits(1000, 8, 6),
+            "8 CPUs, one taken: room for a 7th P"
+        );
+        assert!(!helper_fits(1000, 8, 7), "but not for an 8th");
+        assert!(!helper_fits(u32::MAX - 1, 2, 0));
+    }
+
+    /// What others take is the allowed CPUs' busy time less ours, averaged; a sample that
+    /// misses a CPU gives no estimate.
+    #[test]
+    fn others_are_the_busy_cpus_less_our_own_cpu() {
+        let cpus = [0usize, 1];
+        let mut sm = Sampler::new();
+        sm.last = vec![None; 2];
+        sm.avg = vec![None; 2];
+        // (cpu, idle + iowait, total), in ticks.
+        sm.parsed = vec![(0, 100, 1000), (1, 100, 1000)];
+        assert_eq!(sm.absorb(&cpus, 0, true), None, "no interval yet");
+        // 10 ticks each: CPU 0 busy throughout, CPU 1 busy 4 of them; we took 0.9 of a CPU.
+        sm.parsed = vec![(0, 100, 1010), (1, 106, 1010)];
+        assert_eq!(sm.absorb(&cpus, 900, false), Some(500));
+        assert_eq!(sm.avg, vec![Some(0), Some(600)], "per-CPU idle shares");
+        // Both busy throughout, and our CPU time (another clock) above what /proc/stat saw:
+        // this sample counts as nobody else, a quarter of the average.
+        sm.parsed = vec![(0, 100, 1020), (1, 106, 1020)];
+        assert_eq!(sm.absorb(&cpus, 2100, false), Some(375));
+        // A client taking a whole CPU beside our one.
+        sm.parsed = vec![(0, 100, 1030), (1, 106, 1030)];
+        assert_eq!(sm.absorb(&cpus, 1000, false), Some(375 - 93 + 250));
+        // A read that lost CPU 1's line.
+        sm.parsed = vec![(0, 100, 1040)];
+        assert_eq!(sm.absorb(&cpus, 0, false), None);
     }
 
     #[test]

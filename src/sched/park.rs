@@ -123,6 +123,17 @@ mod imp {
     /// `g` is a valid G, and the caller won the right to ready it (it observed the G parked
     /// through a protocol such as [`Waiter`]'s).
     pub(crate) unsafe fn goready(g: *mut G) {
+        // SAFETY: forwarded.
+        unsafe { goready_with(g, true) }
+    }
+
+    /// [`goready`]; a G queued on this M's P wakes a helper M (`wakep`) only if `helper`
+    /// (`netpoll::wake_batch`: the M is about to run its P's queue itself).
+    ///
+    /// # Safety
+    /// As [`goready`].
+    #[inline(always)]
+    unsafe fn goready_with(g: *mut G, helper: bool) {
         // SAFETY: the caller guarantees `g` is valid.
         let gr = unsafe { &*g };
         if !gr.cas_status(Status::Waiting, Status::Runnable) {
@@ -154,7 +165,9 @@ mod imp {
                     crate::sched::syscall::current_p(mr).1
                 };
                 schedule::runqput(s, pr, g, true);
-                idle::wakep(s);
+                if helper {
+                    idle::wakep(s);
+                }
                 return;
             }
         }
@@ -182,6 +195,13 @@ mod imp {
     impl Wakeup {
         /// Wake the claimed party. Any thread, any lock held or not.
         pub(crate) fn wake(self) {
+            self.wake_with(true);
+        }
+
+        /// [`Wakeup::wake`]; a goroutine queued on this M's P wakes a helper M only if
+        /// `helper` (see `goready_with`).
+        #[inline]
+        pub(crate) fn wake_with(self, helper: bool) {
             if !self.parked {
                 return;
             }
@@ -192,7 +212,7 @@ mod imp {
             } else {
                 // SAFETY: PARKED means `commit_park` ran on g0: the G is Waiting, and the
                 // claim made us its only waker.
-                unsafe { goready(self.g) };
+                unsafe { goready_with(self.g, helper) };
             }
         }
     }
