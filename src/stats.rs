@@ -67,6 +67,20 @@ pub struct Stats {
     /// waking no helper M, because the CPUs were taken by other processes (`netpoll/place.rs`,
     /// "Helpers"; only while Ms are not pinned).
     pub net_helpers_withheld: u64,
+    /// Times the M about to block in the network poller first polled without blocking for a
+    /// while (up to 30 µs) because a CPU was spare (`netpoll/place.rs`, "Spinning before
+    /// blocking").
+    pub net_blocker_spins: u64,
+    /// Of those, the times events came during the spin and the M did not block.
+    pub net_blocker_spin_hits: u64,
+    /// What other processes took of this runtime's CPUs lately, as its sampler sees it, in
+    /// thousandths of a CPU (2000: two CPUs' worth); `None` while not sampled (no sockets,
+    /// pinned Ms, a single CPU).
+    pub net_cpu_others_milli: Option<u32>,
+    /// What this runtime's CPUs would have idled lately without the poller's spins, in
+    /// thousandths of a CPU summed over them; the poller spins only while it is at least 50.
+    /// `None` while not sampled.
+    pub net_cpu_idle_milli: Option<u32>,
     /// `gort::syscall` calls by goroutines.
     pub syscalls: u64,
     /// Ps sysmon took from a goroutine blocked in `gort::syscall` with work waiting on the P
@@ -143,6 +157,10 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         net_readied: np.readied,
         net_blocker_moves: s.place.moves(),
         net_helpers_withheld: s.place.withheld(),
+        net_blocker_spins: s.place.spins().0,
+        net_blocker_spin_hits: s.place.spins().1,
+        net_cpu_others_milli: s.place.others(),
+        net_cpu_idle_milli: s.place.idle_unspun(),
         preempt: s.preempt.stats(),
         syscalls: t[10],
         handoffs_syscall_work: s.sysmon.handoffs[0].load(Ordering::Relaxed),
@@ -193,7 +211,8 @@ impl fmt::Display for Stats {
             f,
             "yields={} parks={}  queued: local={} global={}  idle_procs={} spinning={}\n\
              timers: run={} pending={}\n\
-             netpoll: polls={} blocking={} readied={} blocker moves={} helpers withheld={}\n\
+             netpoll: polls={} blocking={} readied={} blocker moves={} helpers withheld={} \
+             spins={} (hits {})\n\
              syscalls={} handoffs: syscall work={} (watched {}) idle={} long={} foreign={}{}\n\
              threads: live={} idle={} locked={}  sysmon rounds={}  pinning: {} (relaxed {}x)\n\
              stacks: {} mapped, {} MiB reserved, guards by {}",
@@ -210,6 +229,8 @@ impl fmt::Display for Stats {
             self.net_readied,
             self.net_blocker_moves,
             self.net_helpers_withheld,
+            self.net_blocker_spins,
+            self.net_blocker_spin_hits,
             self.syscalls,
             self.handoffs_syscall_work,
             self.handoffs_syscall_watched,

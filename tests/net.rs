@@ -218,6 +218,12 @@ at_procs!(
     blocking_poll_wakes_both
 );
 
+/// Tests that start busy loops, or need the CPUs free of them, run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Busy loops in child processes (`sh`), killed on drop.
 struct Burners(Vec<std::process::Child>);
 
@@ -245,18 +251,11 @@ impl Drop for Burners {
     }
 }
 
-/// Goroutines a network poll brings back wake no helper M while other processes take the
-/// CPUs (`netpoll/place.rs`, "Helpers"): with a busy loop on every allowed CPU but one, a
-/// ping-pong with one goroutine at GOMAXPROCS 2 (Ms not pinned, so the CPUs are sampled) has
-/// its helpers withheld, and every message still comes back. The bound only catches a gate
-/// that never closes; no timing is asserted.
-#[test]
-fn polled_goroutines_wake_no_helper_beside_busy_processes() {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if !(2..=16).contains(&cpus) {
-        return;
-    }
-    let burners = Burners::start(cpus - 1);
+/// A ping-pong between a goroutine echo server and a plain-thread client of this process on
+/// a runtime whose Ms are not pinned (so its sampler runs). `each` is asked before every round
+/// trip with the runtime's statistics and stops the exchange by returning false; the server's
+/// count of echoed messages must equal the client's.
+fn ping_pong_until(mut each: impl FnMut(&gort::Stats) -> bool + Send + 'static) {
     guarded(move || {
         let rt = Runtime::builder()
             .procs(2)
@@ -277,15 +276,8 @@ fn polled_goroutines_wake_no_helper_beside_busy_processes() {
         });
         let mut c = std::net::TcpStream::connect(addr).unwrap();
         c.set_nodelay(true).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
         let mut sent = 0u64;
-        while rt.stats().net_helpers_withheld == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "no helper withheld in 60 s beside {} busy loop(s): {}",
-                cpus - 1,
-                rt.stats()
-            );
+        while each(&rt.stats()) {
             let b = [sent as u8];
             c.write_all(&b).unwrap();
             let mut r = [0u8; 1];
@@ -295,6 +287,99 @@ fn polled_goroutines_wake_no_helper_beside_busy_processes() {
         }
         drop(c);
         assert_eq!(server.join().unwrap(), sent, "every message came back");
+    });
+}
+
+/// The M about to block in the poller spins first when a CPU would otherwise idle
+/// (`netpoll/place.rs`, "Spinning before blocking"): in a ping-pong whose client is a thread
+/// of this process, a spin catches the next message. On a machine whose CPUs other processes
+/// keep busy the runtime must not spin; so if no spin caught a message in 20 s, the test fails
+/// only if the sampler saw at least 0.2 of a CPU idle in most of its checks.
+#[test]
+fn the_blocker_spins_when_a_cpu_is_spare() {
+    let _serial = serial();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return;
+    }
+    let start = Instant::now();
+    let (mut checks, mut roomy) = (0u32, 0u32);
+    ping_pong_until(move |st| {
+        if st.net_blocker_spin_hits > 0 {
+            return false;
+        }
+        if let Some(idle) = st.net_cpu_idle_milli {
+            checks += 1;
+            roomy += u32::from(idle >= 200);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            assert!(
+                roomy * 2 < checks,
+                "the CPUs idled 0.2 of a CPU or more in {roomy} of {checks} checks, yet no \
+                 spin caught a message in 20 s: {st}"
+            );
+            println!("CPUs busy here ({roomy} of {checks} checks with room): no spin to see");
+            return false;
+        }
+        true
+    });
+}
+
+/// With a busy loop of another process on every CPU, the blocker does not spin (it would
+/// take the CPU from them): no spin in 500 round trips, counted from 300 ms after the
+/// sampler's first figure (the average's first samples may still see the loops starting).
+#[test]
+fn the_blocker_does_not_spin_beside_busy_processes() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !(2..=16).contains(&cpus) {
+        return;
+    }
+    let _serial = serial();
+    let burners = Burners::start(cpus);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut first_figure: Option<Instant> = None;
+    let mut counted: Option<(u64, u32)> = None;
+    ping_pong_until(move |st| {
+        assert!(Instant::now() < deadline, "no CPU sample in 60 s: {st}");
+        if st.net_cpu_others_milli.is_none() {
+            return true;
+        }
+        let since = *first_figure.get_or_insert_with(Instant::now);
+        if since.elapsed() < Duration::from_millis(300) {
+            return true;
+        }
+        let (spins, n) = counted.get_or_insert((st.net_blocker_spins, 0));
+        assert_eq!(
+            st.net_blocker_spins, *spins,
+            "spun beside {cpus} busy loops (others {:?}): {st}",
+            st.net_cpu_others_milli
+        );
+        *n += 1;
+        *n < 500
+    });
+    drop(burners);
+}
+
+/// Goroutines a network poll brings back wake no helper M while other processes take the
+/// CPUs (`netpoll/place.rs`, "Helpers"): with a busy loop on every allowed CPU but one, a
+/// ping-pong with one goroutine at GOMAXPROCS 2 (Ms not pinned, so the CPUs are sampled) has
+/// its helpers withheld, and every message still comes back. The bound only catches a gate
+/// that never closes; no timing is asserted.
+#[test]
+fn polled_goroutines_wake_no_helper_beside_busy_processes() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !(2..=16).contains(&cpus) {
+        return;
+    }
+    let _serial = serial();
+    let burners = Burners::start(cpus - 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    ping_pong_until(move |st| {
+        assert!(
+            Instant::now() < deadline,
+            "no helper withheld in 60 s beside {} busy loop(s): {st}",
+            cpus - 1
+        );
+        st.net_helpers_withheld == 0
     });
     drop(burners);
 }

@@ -29,7 +29,8 @@
 //!    netpoll blocker" whenever sockets exist, and an idle runtime with sockets has exactly
 //!    one M in `epoll_wait` and uses no CPU. While the Ms are not pinned, the blocker first
 //!    moves to the idlest CPU, so that the sockets' wake-ups do not preempt their sender
-//!    (`place.rs`).
+//!    (`place.rs`), and while the CPUs would otherwise idle it polls without blocking for up
+//!    to 30 µs before it sleeps ([`spin`]; `place.rs`, "Spinning before blocking").
 //! 3. **sysmon**: polls if nobody has for 10 ms (see `sysmon_poll`), so that goroutines
 //!    waiting on sockets are not starved by Ms that never run out of work.
 //!
@@ -344,12 +345,36 @@ pub(crate) fn block_idle(m: &M, deadline: u64, out: &mut Ready) -> Option<bool> 
     if !m.park.is_signalled() {
         // Block on the idlest CPU, where the sockets' wake-up will then go (`place.rs`).
         place::settle(m);
-        np.poll(ep, deadline.max(1), out);
+        if place::spin_wanted(s) {
+            spin(m, ep, deadline, out);
+        }
+        if out.is_empty() && !m.park.is_signalled() {
+            np.poll(ep, deadline.max(1), out);
+        }
     }
     // Release: the role is free again; pairs with nothing in particular (the next claimant's
     // CAS only needs to see null).
     np.blocker.store(std::ptr::null_mut(), Ordering::Release);
     Some(m.park.is_signalled())
+}
+
+/// The blocker's spin (`place.rs`, "Spinning before blocking"): poll without blocking for up
+/// to [`place::SPIN_NS`], and no later than `deadline`, until events come or `m` is signalled.
+/// A break written meanwhile stays in the eventfd for the blocking poll to drain.
+fn spin(m: &M, ep: &Epoll, deadline: u64, out: &mut Ready) {
+    let s = &*m.sched;
+    let start = crate::time::nanotime();
+    let end = start.saturating_add(place::SPIN_NS).min(deadline);
+    let mut now;
+    loop {
+        s.netpoll.poll(ep, 0, out);
+        now = crate::time::nanotime();
+        if !out.is_empty() || m.park.is_signalled() || now >= end {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    s.place.count_spin(now - start, !out.is_empty());
 }
 
 /// A waker signalled `m`'s note after taking it off the idle list: if `m` blocks in the
