@@ -224,27 +224,42 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Busy loops in child processes (`sh`), killed on drop.
-struct Burners(Vec<std::process::Child>);
+/// Busy loops in child processes (`sh`), one per CPU but `spare`, killed on drop; tests with
+/// them run one at a time (`serial`).
+struct Burners {
+    children: Vec<std::process::Child>,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
 
 impl Burners {
-    fn start(n: usize) -> Burners {
-        Burners(
-            (0..n)
-                .map(|_| {
-                    std::process::Command::new("sh")
-                        .args(["-c", "while :; do :; done"])
-                        .spawn()
-                        .expect("spawning sh")
-                })
-                .collect(),
-        )
+    /// `None` (the test has nothing to show) below 2 CPUs or above 16.
+    fn on_cpus_but(spare: usize) -> Option<(usize, Burners)> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if !(2..=16).contains(&cpus) {
+            return None;
+        }
+        let serial = serial();
+        let children = (0..cpus - spare)
+            .map(|_| {
+                std::process::Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .expect("spawning sh")
+            })
+            .collect();
+        Some((
+            cpus,
+            Burners {
+                children,
+                _serial: serial,
+            },
+        ))
     }
 }
 
 impl Drop for Burners {
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -329,18 +344,15 @@ fn the_blocker_spins_when_a_cpu_is_spare() {
 /// sampler's first figure (the average's first samples may still see the loops starting).
 #[test]
 fn the_blocker_does_not_spin_beside_busy_processes() {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if !(2..=16).contains(&cpus) {
+    let Some((cpus, burners)) = Burners::on_cpus_but(0) else {
         return;
-    }
-    let _serial = serial();
-    let burners = Burners::start(cpus);
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut first_figure: Option<Instant> = None;
     let mut counted: Option<(u64, u32)> = None;
     ping_pong_until(move |st| {
         assert!(Instant::now() < deadline, "no CPU sample in 60 s: {st}");
-        if st.net_cpu_others_milli.is_none() {
+        if st.net_cpu_idle_milli.is_none() {
             return true;
         }
         let since = *first_figure.get_or_insert_with(Instant::now);
@@ -350,8 +362,8 @@ fn the_blocker_does_not_spin_beside_busy_processes() {
         let (spins, n) = counted.get_or_insert((st.net_blocker_spins, 0));
         assert_eq!(
             st.net_blocker_spins, *spins,
-            "spun beside {cpus} busy loops (others {:?}): {st}",
-            st.net_cpu_others_milli
+            "spun beside {cpus} busy loops (idle {:?}/1000): {st}",
+            st.net_cpu_idle_milli
         );
         *n += 1;
         *n < 500
@@ -366,12 +378,9 @@ fn the_blocker_does_not_spin_beside_busy_processes() {
 /// that never closes; no timing is asserted.
 #[test]
 fn polled_goroutines_wake_no_helper_beside_busy_processes() {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if !(2..=16).contains(&cpus) {
+    let Some((cpus, burners)) = Burners::on_cpus_but(1) else {
         return;
-    }
-    let _serial = serial();
-    let burners = Burners::start(cpus - 1);
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     ping_pong_until(move |st| {
         assert!(
