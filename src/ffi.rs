@@ -8,7 +8,7 @@
 //!   unlocked mutex, `-ENOMEM`/`-EAGAIN` when no stack or thread can be had). The few that
 //!   cannot fail return `void` or a value.
 //! * Out-parameters are written only on success; every pointer is checked for NULL first.
-//! * No panic crosses the boundary: each export runs inside [`boundary`], which turns a
+//! * No panic crosses the boundary: each export runs inside `boundary`, which turns a
 //!   panic into a message on stderr and `-ENOTRECOVERABLE` (a runtime that cannot be built
 //!   from the environment — say `GOMAXPROCS=abc` — is reported that way, naming the variable).
 //! * Objects come in `_new`/`_free` pairs. Freeing an object another goroutine is still
@@ -20,7 +20,7 @@
 //!   Rust goroutines do not pay for it.
 //!
 //! Channels carry elements of a size fixed at creation, copied in and out as bytes (Go's
-//! `chan T` for a C type `T`): up to [`INLINE`] bytes travel inside the channel's slot,
+//! `chan T` for a C type `T`): up to 32 bytes (`INLINE`) travel inside the channel's slot,
 //! larger ones in one heap block per element.
 
 use std::ffi::{c_char, c_int, c_void};

@@ -180,8 +180,10 @@ macro_rules! socket_common {
         }
 
         impl From<$std> for $ty {
-            /// As [`$ty::from_std`]; panics if the socket cannot be registered (the poller
-            /// could not be created: out of fds).
+            #[doc = concat!(
+                        "As [`", stringify!($ty), "::from_std`]; panics if the socket cannot be ",
+                        "registered (the poller could not be created: out of fds)."
+                    )]
             fn from(s: $std) -> $ty {
                 $crate::net::register_or_panic($ty::from_std(s))
             }
