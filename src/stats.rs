@@ -126,6 +126,7 @@ pub(crate) fn collect(s: &Sched) -> Stats {
     // stuck in `newm` behind a preempted `gort::stats()` caller).
     let _section = crate::preempt::Section::enter();
     let t = schedule::sum_counters(s);
+    let (net_blocker_spins, net_blocker_spin_hits) = s.place.spins();
     let st = crate::stack::stats();
     // Relaxed: statistics.
     let outside = s.spawned_outside.load(Ordering::Relaxed);
@@ -157,8 +158,8 @@ pub(crate) fn collect(s: &Sched) -> Stats {
         net_readied: np.readied,
         net_blocker_moves: s.place.moves(),
         net_helpers_withheld: s.place.withheld(),
-        net_blocker_spins: s.place.spins().0,
-        net_blocker_spin_hits: s.place.spins().1,
+        net_blocker_spins,
+        net_blocker_spin_hits,
         net_cpu_others_milli: s.place.others(),
         net_cpu_idle_milli: s.place.idle_unspun(),
         preempt: s.preempt.stats(),

@@ -131,6 +131,13 @@ impl Poller {
         }
     }
 
+    /// Whether sockets are registered: the one load every hook starts with (module docs).
+    #[inline]
+    pub(crate) fn has_sockets(&self) -> bool {
+        // Relaxed: a hint; each hook says why a stale value is harmless there.
+        self.nfds.load(Ordering::Relaxed) != 0
+    }
+
     fn epoll(&self) -> io::Result<&Epoll> {
         if let Some(ep) = self.ep.get() {
             return Ok(ep);
@@ -276,19 +283,18 @@ impl Drop for Ready {
 /// `find_runnable`'s non-blocking poll (module docs, step 1). True if it readied goroutines
 /// (on this M's P): the caller starts over. Holder of a P only.
 #[inline]
-pub(crate) fn poll_ready(m: &M) -> bool {
-    let np = &m.sched.netpoll;
-    // Relaxed: a hint. A socket registered concurrently was registered by a running party,
-    // whose own waits reach a poller (its M's `find_runnable`, or `ensure_poller`).
-    if np.nfds.load(Ordering::Relaxed) == 0 {
+pub(crate) fn poll_ready(s: &Sched) -> bool {
+    // A socket registered concurrently was registered by a running party, whose own waits
+    // reach a poller (its M's `find_runnable`, or `ensure_poller`).
+    if !s.netpoll.has_sockets() {
         return false;
     }
-    poll_ready_slow(m)
+    poll_ready_slow(s)
 }
 
 #[inline(never)]
-fn poll_ready_slow(m: &M) -> bool {
-    let np = &m.sched.netpoll;
+fn poll_ready_slow(s: &Sched) -> bool {
+    let np = &s.netpoll;
     // Relaxed: Go's `lastpoll != 0` test, a heuristic: the blocked M gets the events anyway.
     if !np.blocker.load(Ordering::Relaxed).is_null() {
         return false;
@@ -299,18 +305,19 @@ fn poll_ready_slow(m: &M) -> bool {
     let mut ready = Ready::new();
     np.poll(ep, 0, &mut ready);
     let any = !ready.is_empty();
-    wake_batch(m, &mut ready);
+    wake_batch(s, &mut ready);
     any
 }
 
-/// Wake the goroutines a poll by `m`, which holds a P, brought back: onto that P's queue, and
-/// a helper M is woken for them (`wakep`) only if a CPU is left for it (`place.rs`,
-/// "Helpers"). `m` runs them itself in any case: it is on its way back to `find_runnable`.
-pub(crate) fn wake_batch(m: &M, ready: &mut Ready) {
+/// Wake the goroutines a poll brought back, called by the polling M once it holds a P: onto
+/// that P's queue, and a helper M is woken for them (`wakep`) only if a CPU is left for it
+/// (`place.rs`, "Helpers"). The polling M runs them itself in any case: it is on its way back
+/// to `find_runnable`.
+pub(crate) fn wake_batch(s: &Sched, ready: &mut Ready) {
     if ready.is_empty() {
         return;
     }
-    ready.wake_all_with(place::helper_wanted(&m.sched));
+    ready.wake_all_with(place::helper_wanted(s));
 }
 
 /// The idle M's blocking poll (module docs, step 2), called by `idle::stopm_until` after it
@@ -321,8 +328,7 @@ pub(crate) fn wake_batch(m: &M, ready: &mut Ready) {
 pub(crate) fn block_idle(m: &M, deadline: u64, out: &mut Ready) -> Option<bool> {
     let s = &*m.sched;
     let np = &s.netpoll;
-    // Relaxed: a hint; see `poll_ready`.
-    if np.nfds.load(Ordering::Relaxed) == 0 {
+    if !np.has_sockets() {
         return None;
     }
     let ep = np.ep.get()?;
@@ -406,8 +412,8 @@ pub(crate) fn ensure_poller(s: &Sched) {
 /// readied.
 pub(crate) fn sysmon_poll(s: &Sched, now: u64) -> usize {
     let np = &s.netpoll;
-    // Relaxed (all): heuristics; a missed poll is caught at the next sysmon tick.
-    if np.nfds.load(Ordering::Relaxed) == 0
+    // Relaxed (both loads): heuristics; a missed poll is caught at the next sysmon tick.
+    if !np.has_sockets()
         || !np.blocker.load(Ordering::Relaxed).is_null()
         || now.saturating_sub(np.last_poll.load(Ordering::Relaxed)) < SYSMON_POLL_NS
     {
@@ -421,12 +427,6 @@ pub(crate) fn sysmon_poll(s: &Sched, now: u64) -> usize {
     let n = ready.len;
     ready.wake_all();
     n
-}
-
-/// Whether sockets are registered (a hint: sysmon's samplers).
-pub(crate) fn has_sockets(s: &Sched) -> bool {
-    // Relaxed: a hint; see `poll_ready`.
-    s.netpoll.nfds.load(Ordering::Relaxed) != 0
 }
 
 /// Whether `m` is the M blocked in the poller (a hint for `startm`).

@@ -122,6 +122,15 @@ pub(crate) const SPIN_NS: u64 = 30_000;
 pub(crate) const SPIN_IDLE: u32 = 50;
 /// Weight of a new sample in the moving average: 1 / 2^AVG_SHIFT.
 const AVG_SHIFT: u32 = 2;
+
+/// The moving average of every figure the sampler keeps: `new` alone at first, then a
+/// 1 / 2^[`AVG_SHIFT`] share of it.
+fn average(old: Option<u32>, new: u32) -> u32 {
+    match old {
+        None => new,
+        Some(a) => a - (a >> AVG_SHIFT) + (new >> AVG_SHIFT),
+    }
+}
 /// Samples older than this are not acted on (sysmon sleeps long while the runtime idles).
 const STALE_NS: u64 = 500_000_000;
 
@@ -198,22 +207,23 @@ impl Place {
     /// What the allowed CPUs would idle without the blocker's spins (per mille of a CPU,
     /// summed), if a fresh sample says.
     pub(crate) fn idle_unspun(&self) -> Option<u32> {
-        // Relaxed: a hint; `others` checks the freshness of the sample both come from.
+        // Relaxed: a hint, as `others`.
         let idle = self.idle_unspun.load(Ordering::Relaxed);
-        (idle != u32::MAX && self.others().is_some()).then_some(idle)
+        (idle != u32::MAX && self.fresh()).then_some(idle)
     }
 
     /// What other processes take of the allowed CPUs (per mille of a CPU), if a fresh sample
     /// says.
     pub(crate) fn others(&self) -> Option<u32> {
-        // Relaxed (both): hints; a stale one costs one needless or missed helper or spin.
+        // Relaxed: a hint; a stale one costs one needless or missed helper or spin.
         let others = self.others.load(Ordering::Relaxed);
-        if others == u32::MAX
-            || crate::time::nanotime().saturating_sub(self.at.load(Ordering::Relaxed)) > STALE_NS
-        {
-            return None;
-        }
-        Some(others)
+        (others != u32::MAX && self.fresh()).then_some(others)
+    }
+
+    /// Whether the last sample is recent enough to act on ([`STALE_NS`]).
+    fn fresh(&self) -> bool {
+        // Relaxed: a hint (as every figure it vouches for).
+        crate::time::nanotime().saturating_sub(self.at.load(Ordering::Relaxed)) <= STALE_NS
     }
 }
 
@@ -265,10 +275,7 @@ pub(crate) fn settle(m: &M) {
     let place = &s.place;
     // Relaxed (all loads here): hints; a stale one costs one needless or missed move.
     let best = place.idlest.load(Ordering::Relaxed);
-    if best < 0 || m.pinned.get() >= 0 {
-        return;
-    }
-    if crate::time::nanotime().saturating_sub(place.at.load(Ordering::Relaxed)) > STALE_NS {
+    if best < 0 || m.pinned.get() >= 0 || !place.fresh() {
         return;
     }
     // SAFETY: sched_getcpu has no preconditions (-1 on error).
@@ -346,7 +353,7 @@ impl Sampler {
         if self.unavailable
             || s.cpus.len() < 2
             || now.saturating_sub(self.at) < SAMPLE_NS
-            || !crate::netpoll::has_sockets(s)
+            || !s.netpoll.has_sockets()
             || (s.pin && !s.pinning.relaxed())
         {
             return;
@@ -400,13 +407,12 @@ impl Sampler {
             s.place.at.store(now, Ordering::Relaxed);
         }
     }
-}
 
-impl Sampler {
-    /// Fold the `/proc/stat` lines just parsed into the per-CPU idle averages; returns the
-    /// new average of what others took (per mille of a CPU), if this sample measured every
-    /// allowed CPU against an earlier one. `own`: this process's CPU over the interval, per
-    /// mille; `first`: there was no interval (the first sample).
+    /// Fold the `/proc/stat` lines just parsed into the per-CPU idle averages; returns the new
+    /// averages of what others took and of what the CPUs would have idled without our spins
+    /// (per mille of a CPU), if this sample measured every allowed CPU against an earlier
+    /// one. `own` and `spun`: this process's CPU and the blocker's spinning over the
+    /// interval, per mille; `first`: there was no interval (the first sample).
     fn absorb(&mut self, cpus: &[usize], own: u32, spun: u32, first: bool) -> Option<(u32, u32)> {
         // The busy shares of the allowed CPUs this interval, summed.
         let mut busy = Some(0u32);
@@ -420,10 +426,7 @@ impl Sampler {
                 Some((li, lt)) if total > lt => {
                     let share =
                         (idle.saturating_sub(li).min(total - lt) * 1000 / (total - lt)) as u32;
-                    self.avg[i] = Some(match self.avg[i] {
-                        None => share,
-                        Some(a) => a - (a >> AVG_SHIFT) + (share >> AVG_SHIFT),
-                    });
+                    self.avg[i] = Some(average(self.avg[i], share));
                     busy = busy.map(|b| b + 1000 - share);
                 }
                 _ => busy = None,
@@ -431,13 +434,9 @@ impl Sampler {
             self.last[i] = Some((idle, total));
         }
         let busy = busy.filter(|_| seen == cpus.len() && !first)?;
-        let avg = |old: Option<u32>, new: u32| match old {
-            None => new,
-            Some(a) => a - (a >> AVG_SHIFT) + (new >> AVG_SHIFT),
-        };
-        let others = avg(self.others, others_share(busy, own));
+        let others = average(self.others, others_share(busy, own));
         let idle = (cpus.len() as u32 * 1000).saturating_sub(busy);
-        let idle = avg(self.idle_unspun, idle + spun.min(busy));
+        let idle = average(self.idle_unspun, idle + spun.min(busy));
         self.others = Some(others);
         self.idle_unspun = Some(idle);
         Some((others, idle))

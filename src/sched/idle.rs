@@ -562,7 +562,7 @@ fn stopm_until(m: &M, until: u64) -> bool {
             drop(sy);
             if let Some(p) = p {
                 acquirep(m, p);
-                crate::netpoll::wake_batch(m, &mut ready);
+                crate::netpoll::wake_batch(s, &mut ready);
             }
             return p.is_some();
         }

@@ -538,7 +538,7 @@ fn find_runnable(m: &M) -> Option<(*mut G, bool)> {
         }
 
         // 3b. The network poller, without blocking (one Relaxed load without sockets).
-        if crate::netpoll::poll_ready(m) {
+        if crate::netpoll::poll_ready(s) {
             continue 'top;
         }
 
