@@ -228,6 +228,21 @@ pub(crate) fn current_g_pinned() -> *mut G {
 }
 
 impl M {
+    /// Run `f` marked as runtime code that may block in the kernel while this M holds a P
+    /// (`rt_blocking`; sysmon then leaves the P alone). Nests. Own thread only, and `f` must
+    /// not switch goroutines (it would carry the mark to another). Callers off a known M use
+    /// `syscall::runtime_blocking`.
+    #[inline(always)]
+    pub(crate) fn runtime_blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        // Relaxed: own-thread counter, read by sysmon only while this thread sleeps in the
+        // kernel.
+        let n = self.rt_blocking.load(Ordering::Relaxed);
+        self.rt_blocking.store(n + 1, Ordering::Relaxed);
+        let r = f();
+        self.rt_blocking.store(n, Ordering::Relaxed);
+        r
+    }
+
     pub(crate) fn new(id: u64, sched: Arc<Sched>) -> Box<M> {
         Box::new(M {
             id,

@@ -413,11 +413,7 @@ pub(crate) fn post_switch(m: &M) {
         // — and `finish` would then queue on, or free Gs onto, a P another M holds. So the
         // same mark, for the length of `finish`. The goroutine's raised no-preempt count
         // (`mcall`) keeps it on this M meanwhile.
-        // Relaxed (both): own-thread counter, read by sysmon only while this thread sleeps.
-        let n = m.rt_blocking.load(Ordering::Relaxed);
-        m.rt_blocking.store(n + 1, Ordering::Relaxed);
-        finish(m, prev, m.prev_action.replace(Action::None), false);
-        m.rt_blocking.store(n, Ordering::Relaxed);
+        m.runtime_blocking(|| finish(m, prev, m.prev_action.replace(Action::None), false));
     }
 }
 

@@ -192,13 +192,7 @@ pub(crate) fn runtime_blocking<R>(f: impl FnOnce() -> R) -> R {
     }
     // SAFETY: this thread's M; the closure does not switch goroutines and the section keeps
     // preemption away, so we stay on it.
-    let mr = unsafe { &*m };
-    // Relaxed: own-thread counter, read by sysmon only while this thread sleeps in the kernel.
-    let n = mr.rt_blocking.load(Ordering::Relaxed);
-    mr.rt_blocking.store(n + 1, Ordering::Relaxed);
-    let r = f();
-    mr.rt_blocking.store(n, Ordering::Relaxed);
-    r
+    unsafe { &*m }.runtime_blocking(f)
 }
 
 /// Lock a runtime mutex that goroutine code may find contended while holding a P: the wait
