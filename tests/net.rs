@@ -241,10 +241,12 @@ impl Burners {
         let serial = serial();
         let children = (0..cpus - spare)
             .map(|_| {
-                std::process::Command::new("sh")
-                    .args(["-c", "while :; do :; done"])
-                    .spawn()
-                    .expect("spawning sh")
+                let mut sh = std::process::Command::new("sh");
+                sh.args(["-c", "while :; do :; done"]);
+                // Killed with us even if this process is (a timeout, ^C): no busy loop may
+                // outlive the tests.
+                common::dies_with_parent(&mut sh);
+                sh.spawn().expect("spawning sh")
             })
             .collect();
         Some((

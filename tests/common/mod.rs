@@ -93,7 +93,7 @@ pub fn command_for(exe: &std::path::Path) -> Command {
 /// binary killed by a timeout or ^C must not leave children behind — a spinning stress child
 /// outliving its parent skews every later run on a 2-CPU machine (the pinning tests and the
 /// benchmarks measure CPU placement and time).
-fn dies_with_parent(command: &mut Command) {
+pub fn dies_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: getpid is async-signal-safe, called before the fork.
     let parent = unsafe { libc::getpid() };
